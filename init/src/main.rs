@@ -1,0 +1,387 @@
+//! cairn-init: Cairn's PID 1.
+//!
+//! Boot: early mounts, command line, modules, power button, network, supervised
+//! processes, then the ready line. After that, one event loop: signals
+//! (children, power off, reboot), ACPI events, network reports and restart
+//! timers. PID 1 never exits: errors are logged and boot goes on; a panic ends
+//! in sync and reboot.
+
+mod cmdline;
+mod log;
+mod modules;
+mod mounts;
+mod net;
+mod power;
+mod reaper;
+mod supervisor;
+mod sys;
+
+use cmdline::{NetMode, Settings};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const BOOT_MODULES: &str = "/etc/cairn/modules.boot";
+const SIGNALS: &[libc::c_int] =
+    &[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGPWR, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    PowerOff,
+    Reboot,
+}
+
+struct Init {
+    settings: Settings,
+    signals: OwnedFd,
+    acpi: Option<power::AcpiListener>,
+    wake: OwnedFd,
+    net: Option<mpsc::Receiver<net::Status>>,
+    net_status: Option<net::Status>,
+    net_deadline: Instant,
+    registry: reaper::Registry,
+    supervisor: supervisor::Supervisor,
+    mounted: mounts::Mounted,
+    ready: bool,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.iter().any(|a| a == "--version") {
+        println!("cairn-init {VERSION}");
+        return;
+    }
+    if std::process::id() != 1 {
+        eprintln!("cairn-init: must run as PID 1 (this is pid {})", std::process::id());
+        std::process::exit(2);
+    }
+    std::panic::set_hook(Box::new(panic_hook));
+    let logger = log::init(tracing::Level::INFO);
+    let mut init = boot(logger);
+    init.run()
+}
+
+/// Logs the panic, syncs and reboots: a machine that restarts is better than a
+/// kernel panic for killing init, and far better than a hung one.
+fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
+    let line = format!("cairn-init: PANIC {info}; syncing and rebooting");
+    match log::get() {
+        Some(l) => l.write_line(&line, true),
+        None => {
+            let _ = std::fs::write("/dev/console", format!("{line}\n"));
+        }
+    }
+    sys::sync();
+    let _ = sys::reboot(libc::RB_AUTOBOOT);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+fn boot(logger: &'static log::Logger) -> Init {
+    // Block the signals before any thread exists so every thread inherits the
+    // mask and they all arrive on the signalfd.
+    let signals = match sys::signalfd(SIGNALS) {
+        Ok(fd) => fd,
+        Err(e) => panic!("cannot create the signalfd: {e}"),
+    };
+    if let Err(e) = sys::disable_ctrl_alt_del() {
+        warn!("cannot route Ctrl-Alt-Del to init: {e}");
+    }
+    let mut mounted = mounts::Mounted::default();
+    let mount_errors = mounts::mount_table(&mut mounts::RealMounter, mounts::EARLY_MOUNTS, &mut mounted);
+    logger.reopen();
+    for e in &mount_errors {
+        error!("{}", error_chain(e));
+    }
+    // Lift the kernel's rate limit on /dev/kmsg writes: PID 1's log is not spam.
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
+
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (settings, warnings) = cmdline::parse(&cmdline);
+    logger.set_level(settings.log_level);
+    let release = sys::kernel_release().unwrap_or_else(|_| "unknown".into());
+    info!("cairn-init {VERSION} starting kernel={release}");
+    for w in &warnings {
+        warn!("{w}");
+    }
+
+    load_modules(&release, &settings);
+
+    let acpi = match power::AcpiListener::open() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!("no ACPI power button events: {}", error_chain(&e));
+            None
+        }
+    };
+
+    let (wake_rd, wake_wr) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => panic!("cannot create the wake pipe: {e}"),
+    };
+    let net = match net::spawn(&settings, wake_wr) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            error!("cannot start the network thread: {e}");
+            None
+        }
+    };
+    let net_status = if net.is_none() { Some(net::Status::Failed("no network thread".into())) } else { None };
+
+    let now = Instant::now();
+    let mut supervisor = supervisor::Supervisor::new(supervisor::Backoff::default());
+    if settings.debug_shell {
+        if Path::new("/bin/sh").exists() {
+            warn!("debug shell enabled on /dev/{} (cairn.debug=shell)", settings.debug_tty);
+            supervisor.add(debug_shell_spec(&settings), now);
+        } else {
+            warn!("cairn.debug=shell asked for a shell, but this image has none (build the debug image)");
+        }
+    }
+
+    Init {
+        net_deadline: now + settings.net_timeout + Duration::from_secs(1),
+        settings,
+        signals,
+        acpi,
+        wake: wake_rd,
+        net,
+        net_status,
+        registry: reaper::Registry::default(),
+        supervisor,
+        mounted,
+        ready: false,
+    }
+}
+
+fn debug_shell_spec(settings: &Settings) -> supervisor::Spec {
+    supervisor::Spec {
+        name: "debug-shell".into(),
+        argv: vec!["/bin/sh".into()],
+        env: vec![
+            ("PATH".into(), "/bin:/sbin:/usr/bin:/usr/sbin".into()),
+            ("HOME".into(), "/".into()),
+            ("TERM".into(), "vt100".into()),
+            ("PS1".into(), "cairn# ".into()),
+        ],
+        tty: Some(settings.debug_tty.clone()),
+        // An interactive shell ignores SIGTERM; a hang-up ends it.
+        stop_signal: libc::SIGHUP,
+        stop_timeout: Duration::from_secs(2),
+        service: false,
+    }
+}
+
+fn load_modules(release: &str, settings: &Settings) {
+    let start = Instant::now();
+    let mut names = match modules::read_list(Path::new(BOOT_MODULES)) {
+        Ok(list) => list,
+        Err(e) => {
+            warn!("cannot read {BOOT_MODULES}: {e}; loading only cairn.modules");
+            Vec::new()
+        }
+    };
+    names.extend(settings.modules.iter().cloned());
+    if names.is_empty() {
+        return;
+    }
+    let dir = Path::new("/lib/modules").join(release);
+    let mut loader = match modules::Loader::open(&dir) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("no kernel modules loaded: {}", error_chain(&e));
+            return;
+        }
+    };
+    let mut files = 0;
+    for name in &names {
+        match loader.load(name) {
+            Ok(n) => files += n,
+            Err(e) => error!("{}", error_chain(&e)),
+        }
+    }
+    info!("loaded {files} kernel modules for {} in {}ms", names.join(","), start.elapsed().as_millis());
+}
+
+fn rss_kb() -> u64 {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("Rss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+impl Init {
+    fn run(&mut self) -> ! {
+        loop {
+            self.supervisor.start_due(Instant::now(), &mut supervisor::RealSpawner, &mut self.registry);
+            self.maybe_ready();
+            let now = Instant::now();
+            let mut deadline = self.supervisor.next_deadline();
+            if !self.ready && self.net_status.is_none() {
+                deadline = Some(deadline.map_or(self.net_deadline, |d| d.min(self.net_deadline)));
+            }
+            let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            let mut fds = vec![self.signals.as_raw_fd(), self.wake.as_raw_fd()];
+            if let Some(a) = &self.acpi {
+                fds.push(a.raw_fd());
+            }
+            let readable = match sys::poll_readable(&fds, timeout) {
+                Ok(r) => r,
+                Err(e) => {
+                    error!("poll failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            };
+            if readable[0] {
+                self.on_signals();
+            }
+            if readable[1] {
+                self.on_wake();
+            }
+            if readable.get(2) == Some(&true) {
+                self.on_acpi();
+            }
+        }
+    }
+
+    fn on_signals(&mut self) {
+        for sig in sys::read_signals(&self.signals) {
+            match sig as libc::c_int {
+                libc::SIGCHLD => {
+                    for exit in self.registry.reap() {
+                        self.supervisor.on_exit(exit, Instant::now());
+                    }
+                }
+                libc::SIGTERM => self.shutdown(Action::PowerOff, "SIGTERM"),
+                libc::SIGPWR => self.shutdown(Action::PowerOff, "SIGPWR"),
+                libc::SIGINT => self.shutdown(Action::Reboot, "Ctrl-Alt-Del"),
+                other => debug!("ignoring signal {other}"),
+            }
+        }
+    }
+
+    fn on_acpi(&mut self) {
+        let Some(acpi) = &self.acpi else { return };
+        for ev in acpi.read_events() {
+            debug!("ACPI event class={} bus={} type={:#x}", ev.device_class, ev.bus_id, ev.kind);
+            if ev.is_power_button() {
+                self.shutdown(Action::PowerOff, "ACPI power button");
+            }
+        }
+    }
+
+    fn on_wake(&mut self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: reading into a valid local buffer from our non-blocking pipe.
+        while unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        let Some(rx) = &self.net else { return };
+        while let Ok(status) = rx.try_recv() {
+            if let net::Status::Failed(why) = &status {
+                warn!("network not configured: {why}");
+            }
+            if self.net_status.is_none() {
+                self.net_status = Some(status);
+            }
+        }
+    }
+
+    fn maybe_ready(&mut self) {
+        if self.ready || !self.supervisor.all_started() {
+            return;
+        }
+        let net_done = self.net_status.is_some()
+            || self.settings.net == NetMode::Off
+            || Instant::now() >= self.net_deadline;
+        if !net_done {
+            return;
+        }
+        self.ready = true;
+        let ip = match &self.net_status {
+            Some(net::Status::Configured { addr, prefix, .. }) => format!(" ip={addr}/{prefix}"),
+            Some(net::Status::Off) => " ip=off".into(),
+            _ => " ip=none".into(),
+        };
+        let line = format!(
+            "cairn-init: ready boot_ms={} rss_kb={} services={}{ip}",
+            sys::boottime_ms(),
+            rss_kb(),
+            self.supervisor.services_running()
+        );
+        match log::get() {
+            Some(l) => l.write_line(&line, true),
+            None => println!("{line}"),
+        }
+    }
+
+    /// Stops everything, unmounts, syncs and powers off or reboots. Never returns.
+    fn shutdown(&mut self, action: Action, reason: &str) -> ! {
+        let verb = if action == Action::PowerOff { "power off" } else { "reboot" };
+        warn!("shutdown: {reason}; will {verb}");
+        self.supervisor.stop_all(&mut self.registry);
+
+        let _ = sys::kill(-1, libc::SIGTERM);
+        let left = self.wait_children(self.settings.stop_timeout);
+        if left {
+            warn!("processes left after {:?}; sending SIGKILL", self.settings.stop_timeout);
+            let _ = sys::kill(-1, libc::SIGKILL);
+            self.wait_children(Duration::from_secs(2));
+        }
+        info!("orphans reaped since boot: {}", self.registry.orphans_reaped());
+        sys::sync();
+        for (target, e) in mounts::unmount_all(&mut mounts::RealMounter, &mut self.mounted) {
+            warn!("cannot unmount {target}: {e}");
+        }
+        sys::sync();
+        let done = if action == Action::PowerOff { "powering off" } else { "rebooting" };
+        let line = format!("cairn-init: clean shutdown complete, {done}");
+        match log::get() {
+            Some(l) => l.write_line(&line, true),
+            None => println!("{line}"),
+        }
+        let cmd = if action == Action::PowerOff { libc::RB_POWER_OFF } else { libc::RB_AUTOBOOT };
+        let err = sys::reboot(cmd);
+        error!("reboot(2) failed: {err}; halting here");
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+
+    /// Reaps until no children are left or `limit` passes; true if some remain.
+    fn wait_children(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            loop {
+                match sys::reap_one() {
+                    Ok(Some((pid, status))) => {
+                        if let Some(exit) = self.registry.take(pid, status) {
+                            self.supervisor.on_exit(exit, Instant::now());
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => return false,
+                }
+            }
+            if Instant::now() >= deadline {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}

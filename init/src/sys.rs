@@ -1,0 +1,238 @@
+//! Thin, safe wrappers around the syscalls PID 1 needs that `std` lacks.
+//! Every `unsafe` block in cairn-init that is not about netlink lives here.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::time::Duration;
+
+fn cstr(s: &str) -> io::Result<CString> {
+    CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+pub fn mount(source: &str, target: &str, fstype: &str, flags: u64, data: &str) -> io::Result<()> {
+    let (s, t, f, d) = (cstr(source)?, cstr(target)?, cstr(fstype)?, cstr(data)?);
+    // SAFETY: all pointers are valid NUL-terminated strings that outlive the call.
+    check(unsafe {
+        libc::mount(s.as_ptr(), t.as_ptr(), f.as_ptr(), flags, d.as_ptr().cast())
+    })?;
+    Ok(())
+}
+
+pub fn umount(target: &str, flags: libc::c_int) -> io::Result<()> {
+    let t = cstr(target)?;
+    // SAFETY: `t` is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::umount2(t.as_ptr(), flags) })?;
+    Ok(())
+}
+
+/// Loads a kernel module from an open file.
+pub fn finit_module(file: &std::fs::File) -> io::Result<()> {
+    let params = c"";
+    // SAFETY: the fd is open for the duration of the call and `params` is a
+    // valid empty C string; the kernel reads the module from the fd.
+    let ret = unsafe {
+        libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0)
+    };
+    if ret < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+    Ok(())
+}
+
+/// reboot(2) with one of the `RB_*` commands. Only returns on error.
+pub fn reboot(cmd: libc::c_int) -> io::Error {
+    // SAFETY: reboot takes no pointers; a failure leaves the process as it was.
+    unsafe { libc::reboot(cmd) };
+    io::Error::last_os_error()
+}
+
+pub fn disable_ctrl_alt_del() -> io::Result<()> {
+    // SAFETY: RB_DISABLE_CAD only changes what the kernel does on Ctrl-Alt-Del:
+    // it sends SIGINT to PID 1 instead of rebooting at once.
+    check(unsafe { libc::reboot(libc::RB_DISABLE_CAD) })?;
+    Ok(())
+}
+
+pub fn sync() {
+    // SAFETY: sync takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
+pub fn kill(pid: i32, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: kill takes no pointers; the worst a wrong pid does is signal the
+    // wrong process, which callers guard against by tracking pids they own.
+    check(unsafe { libc::kill(pid, sig) })?;
+    Ok(())
+}
+
+/// How a child ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "status {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {s}"),
+        }
+    }
+}
+
+/// Reaps one exited child without blocking. `Ok(None)`: children exist but none
+/// has exited; `Err` with ECHILD: there are no children at all.
+pub fn reap_one() -> io::Result<Option<(i32, ExitStatus)>> {
+    let mut status: libc::c_int = 0;
+    // SAFETY: `status` is a valid out-pointer for the duration of the call.
+    let pid = check(unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) })?;
+    if pid == 0 {
+        return Ok(None);
+    }
+    let st = if libc::WIFSIGNALED(status) {
+        ExitStatus::Signal(libc::WTERMSIG(status))
+    } else {
+        ExitStatus::Code(libc::WEXITSTATUS(status))
+    };
+    Ok(Some((pid, st)))
+}
+
+fn sigset(signals: &[libc::c_int]) -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it fully before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t owned by this frame.
+    unsafe { libc::sigemptyset(&mut set) };
+    for &s in signals {
+        // SAFETY: as above; invalid signal numbers are rejected by the call.
+        unsafe { libc::sigaddset(&mut set, s) };
+    }
+    set
+}
+
+/// Blocks the signals for this thread (and threads spawned later) and returns a
+/// signalfd that receives them.
+pub fn signalfd(signals: &[libc::c_int]) -> io::Result<OwnedFd> {
+    let set = sigset(signals);
+    // SAFETY: `set` is initialised; the old mask is not wanted.
+    let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if rc != 0 {
+        return Err(io::Error::from_raw_os_error(rc));
+    }
+    // SAFETY: `set` is initialised; -1 asks for a new fd, which we then own.
+    let fd = check(unsafe { libc::signalfd(-1, &set, libc::SFD_NONBLOCK | libc::SFD_CLOEXEC) })?;
+    // SAFETY: signalfd returned a fresh fd that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Reads every pending signal number from a non-blocking signalfd.
+pub fn read_signals(fd: &OwnedFd) -> Vec<u32> {
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: signalfd_siginfo is plain data.
+        let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: the buffer is exactly one signalfd_siginfo, owned by this frame.
+        let n = unsafe { libc::read(fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
+        if n != size as isize {
+            break;
+        }
+        out.push(info.ssi_signo);
+    }
+    out
+}
+
+/// poll(2) on a set of fds for readability; returns which ones are readable.
+pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
+        .collect();
+    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
+    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
+    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(err);
+    }
+    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// A pipe whose read end wakes the main loop; both ends close on exec.
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) })?;
+    // SAFETY: pipe2 returned two fresh fds that nothing else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Milliseconds since the kernel started, counting time suspended.
+pub fn boottime_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid out-pointer; CLOCK_BOOTTIME always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
+/// The running kernel's release, as `uname -r` prints it.
+pub fn kernel_release() -> io::Result<String> {
+    // SAFETY: utsname is plain data that uname fills.
+    let mut uts: libc::utsname = unsafe { std::mem::zeroed() };
+    // SAFETY: `uts` is a valid out-pointer.
+    check(unsafe { libc::uname(&mut uts) })?;
+    // SAFETY: the kernel NUL-terminates every utsname field.
+    let rel = unsafe { CStr::from_ptr(uts.release.as_ptr()) };
+    Ok(rel.to_string_lossy().into_owned())
+}
+
+pub fn is_mountpoint(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(me), Some(parent)) = (std::fs::metadata(path), path.parent()) else {
+        return false;
+    };
+    match std::fs::metadata(parent) {
+        Ok(up) => me.dev() != up.dev() || me.ino() == up.ino(),
+        Err(_) => false,
+    }
+}
+
+/// Makes the calling process a session leader with `tty` as its controlling
+/// terminal on fds 0, 1 and 2. Meant for `pre_exec`: only async-signal-safe calls.
+pub fn become_tty_session(tty: &CStr) -> io::Result<()> {
+    // SAFETY: setsid takes no arguments; it fails only for a group leader.
+    check(unsafe { libc::setsid() })?;
+    // SAFETY: `tty` is a valid C string prepared before fork.
+    let fd = check(unsafe { libc::open(tty.as_ptr(), libc::O_RDWR | libc::O_NOCTTY) })?;
+    // SAFETY: `fd` is a terminal we just opened; TIOCSCTTY with 1 steals it if
+    // another session had it, which is what a console getty wants.
+    check(unsafe { libc::ioctl(fd, libc::TIOCSCTTY, 1) })?;
+    for target in 0..3 {
+        // SAFETY: both fds are valid; dup2 atomically replaces the target.
+        check(unsafe { libc::dup2(fd, target) })?;
+    }
+    if fd > 2 {
+        // SAFETY: `fd` is ours and no longer needed after the dup2s.
+        unsafe { libc::close(fd) };
+    }
+    Ok(())
+}
