@@ -1,0 +1,54 @@
+# Cairn. `make run` boots it in QEMU; `make test` runs every test, QEMU ones
+# included; `make bench` measures boot time and memory beside a busybox init.
+SHELL := /bin/bash
+.DEFAULT_GOAL := run
+
+TARGET := x86_64-unknown-linux-gnu
+RELEASE := $(shell sed -n 's/^release=//p' kernel-config/kernel.lock)
+KERNEL_DIR := build/kernel
+INIT_BIN := target/$(TARGET)/release/cairn-init
+# The embedded default configuration: serial console, quiet kernel, reboot 5 s
+# after a kernel panic, and LSMs picked so AppArmor stays off (Docker needs it so).
+CMDLINE := console=ttyS0 quiet panic=5 lsm=landlock,lockdown,yama,integrity,bpf
+# Same commit, same bytes.
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+CARGO := cargo
+RUNS ?= 5
+
+.PHONY: deps kernel build image run test unit-test qemu-test bench clean
+
+deps:
+	@scripts/install-deps
+
+kernel: deps
+	@kernel-config/fetch-kernel $(KERNEL_DIR)
+	@$(CARGO) run -q --release -p cairn-kconfig -- check $(KERNEL_DIR)/boot/config-$(RELEASE)
+
+build: deps
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init
+	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
+
+image: kernel build
+	@mkdir -p out
+	target/release/cairn-image initramfs --out out/initramfs.img --init $(INIT_BIN) --kernel $(KERNEL_DIR)
+	target/release/cairn-image initramfs --out out/initramfs-debug.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --busybox /bin/busybox
+	target/release/cairn-image initramfs --out out/bench-busybox.img --init bench/busybox-init --busybox /bin/busybox --no-modules
+	cp $(KERNEL_DIR)/boot/vmlinuz-$(RELEASE) out/vmlinuz
+	echo "$(CMDLINE)" > out/cmdline
+
+run: image
+	target/release/cairn-qemu run
+
+unit-test: deps
+	$(CARGO) test -q --locked --workspace --exclude cairn-tests
+
+qemu-test: image
+	$(CARGO) test --locked -p cairn-tests -- --test-threads=2
+
+test: unit-test qemu-test
+
+bench: image
+	target/release/cairn-qemu bench --runs $(RUNS)
+
+clean:
+	rm -rf out build target

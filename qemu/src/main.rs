@@ -1,0 +1,57 @@
+//! `cairn-qemu run [--debug] [--append ARGS]`: boots out/ in QEMU with the
+//! console on this terminal (Ctrl-A X quits QEMU).
+//! `cairn-qemu bench [--runs N]`: boot time and memory, Cairn beside a bare
+//! busybox init on the same kernel and QEMU.
+
+mod bench;
+
+use anyhow::{bail, Context, Result};
+use cairn_qemu::{out_dir, Config, Machine};
+
+fn main() {
+    if let Err(err) = run() {
+        eprintln!("cairn-qemu: error: {err}");
+        for (i, cause) in err.chain().skip(1).enumerate() {
+            eprintln!("  {}: {cause}", i + 1);
+        }
+        std::process::exit(1);
+    }
+}
+
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    let verb = args.next().unwrap_or_default();
+    let mut debug = false;
+    let mut append = String::new();
+    let mut runs = 5usize;
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--debug" => debug = true,
+            "--append" => append = args.next().context("--append needs a value")?,
+            "--runs" => runs = args.next().context("--runs needs a number")?.parse().context("--runs needs a number")?,
+            other => bail!("unknown option {other}"),
+        }
+    }
+    match verb.as_str() {
+        "run" => {
+            let initrd = if debug { "initramfs-debug.img" } else { "initramfs.img" };
+            let mut cfg = Config::from_out(&out_dir(), initrd)?;
+            if debug {
+                // The shell shares the console in interactive runs.
+                cfg = cfg.append("cairn.debug=shell cairn.debug_tty=ttyS0");
+            }
+            if !append.is_empty() {
+                cfg = cfg.append(&append);
+            }
+            cfg.interactive = true;
+            eprintln!("cairn-qemu: booting {} with: {}", cfg.initrd.display(), cfg.cmdline);
+            eprintln!("cairn-qemu: Ctrl-Alt-Del is SIGINT here; quit QEMU with Ctrl-A X, or power off from QMP");
+            let mut m = Machine::start(&cfg)?;
+            let st = m.wait_exit(std::time::Duration::from_secs(u64::MAX / 4))?;
+            eprintln!("cairn-qemu: QEMU exited ({st})");
+            Ok(())
+        }
+        "bench" => bench::run(runs),
+        _ => bail!("usage: cairn-qemu run [--debug] [--append ARGS] | bench [--runs N]"),
+    }
+}
