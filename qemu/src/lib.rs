@@ -347,7 +347,16 @@ impl Machine {
         Ok(out)
     }
 
-    /// Detaches from the debug shell socket: the guest's shell sees a hang-up.
+    /// Types a line into the debug shell without waiting for an answer (for
+    /// commands that end the shell). The next command first waits for a shell.
+    pub fn sh_send(&mut self, line: &str) -> Result<()> {
+        let shell = self.shell.as_mut().ok_or_else(|| Error::Qmp("no debug port on this machine".into()))?;
+        shell.ready = false;
+        shell.stream.write_all(format!("{line}\n").as_bytes())?;
+        Ok(())
+    }
+
+    /// Stops QEMU at once, like pulling the plug.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -430,7 +439,7 @@ impl Shell {
         while Instant::now() < deadline {
             self.seq += 1;
             let n = self.seq;
-            self.stream.write_all(format!("\nstty -echo; echo SY''NC{n}\n").as_bytes())?;
+            self.stream.write_all(format!("\nPS1=; PS2=; stty -echo; echo SY''NC{n}\n").as_bytes())?;
             if self.read_until(&format!("SYNC{n}"), Instant::now() + Duration::from_secs(2))?.is_some() {
                 self.ready = true;
                 return Ok(());
