@@ -25,7 +25,7 @@ kernel: deps
 	@$(CARGO) run -q --release -p cairn-kconfig -- check $(KERNEL_DIR)/boot/config-$(RELEASE)
 
 build: deps
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init
+	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init
 	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
 
 image: kernel build

@@ -111,6 +111,7 @@ impl Loader {
         let order = self.index.load_order(name, &self.loaded)?;
         for rel in &order {
             let path = self.dir.join(rel);
+            let start = std::time::Instant::now();
             let file = std::fs::File::open(&path)
                 .map_err(|source| ModuleError::Read { path: path.display().to_string(), source })?;
             match crate::sys::finit_module(&file) {
@@ -120,6 +121,7 @@ impl Loader {
                     return Err(ModuleError::Load { path: path.display().to_string(), source })
                 }
             }
+            tracing::debug!("module {} loaded in {}us", module_name(rel), start.elapsed().as_micros());
             self.loaded.insert(module_name(rel));
         }
         Ok(order.len())
