@@ -6,6 +6,7 @@ SHELL := /bin/bash
 TARGET := x86_64-unknown-linux-gnu
 RELEASE := $(shell sed -n 's/^release=//p' kernel-config/kernel.lock)
 KERNEL_DIR := build/kernel
+DEBROOT := build/debroot
 INIT_BIN := target/$(TARGET)/release/cairn-init
 # The embedded default configuration: serial console, quiet kernel, reboot 5 s
 # after a kernel panic, and LSMs picked so AppArmor stays off (Docker needs it so).
@@ -15,7 +16,7 @@ export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 
 CARGO := cargo
 RUNS ?= 5
 
-.PHONY: deps kernel build image run test unit-test qemu-test bench clean
+.PHONY: deps kernel debs build image run test unit-test qemu-test bench clean
 
 deps:
 	@scripts/install-deps
@@ -28,13 +29,21 @@ build: deps
 	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init
 	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
 
-image: kernel build
+debs: deps
+	@image/fetch-debs $(DEBROOT)
+
+IMAGE := target/release/cairn-image
+image: kernel debs build
 	@mkdir -p out
-	target/release/cairn-image initramfs --out out/initramfs.img --init $(INIT_BIN) --kernel $(KERNEL_DIR)
-	target/release/cairn-image initramfs --out out/initramfs-debug.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --busybox /bin/busybox
-	target/release/cairn-image initramfs --out out/bench-busybox.img --init bench/busybox-init --busybox /bin/busybox --no-modules
+	$(IMAGE) initramfs --out out/initramfs.img --init $(INIT_BIN) --kernel $(KERNEL_DIR)
+	$(IMAGE) initramfs --out out/initramfs-debug.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --busybox /bin/busybox
+	$(IMAGE) initramfs --out out/bench-busybox.img --init bench/busybox-init --busybox /bin/busybox
 	cp $(KERNEL_DIR)/boot/vmlinuz-$(RELEASE) out/vmlinuz
-	echo "$(CMDLINE)" > out/cmdline
+	$(IMAGE) root --out build/root.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT)
+	$(IMAGE) disk --out out/cairn.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs.img \
+		--cmdline "$(CMDLINE)" --cmdline-out out/cmdline --qcow2 out/cairn.qcow2
+	$(IMAGE) disk --out build/cairn-debug.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs-debug.img \
+		--cmdline "$(CMDLINE) cairn.debug=shell" --qcow2 out/cairn-debug.qcow2
 
 run: image
 	target/release/cairn-qemu run

@@ -1,17 +1,30 @@
-//! cairn-image: builds Cairn's boot artefacts on the host.
+//! cairn-image: builds Cairn's images on the host.
 //!
-//! `cairn-image initramfs --out FILE --init BIN --kernel DIR [--busybox BIN]
-//!  [--file SRC:DST[:MODE]]... [--no-modules]`
+//! ```text
+//! cairn-image initramfs --out FILE --init BIN [--kernel DIR] [--busybox BIN]
+//!                       [--file SRC:DST[:MODE]]...
+//! cairn-image root      --out FILE --init BIN --kernel DIR --debroot DIR
+//! cairn-image disk      --out RAW --root FILE --vmlinuz FILE --initramfs FILE
+//!                       --cmdline ARGS [--cmdline-out FILE] [--qcow2 FILE]
+//!                       [--bootloader EFI]
+//! ```
 //!
-//! The output depends only on the inputs: timestamps come from
-//! `SOURCE_DATE_EPOCH` (0 when unset) and entries are in byte order.
+//! Outputs depend only on the inputs: timestamps come from `SOURCE_DATE_EPOCH`
+//! (0 when unset), entries are in byte order, identifiers are fixed or derived
+//! from the content.
 
 mod cpio;
+mod disk;
+mod elfdeps;
+mod esp;
+mod kmods;
 mod modinfo;
+mod rootfs;
 mod tree;
 
 use anyhow::{bail, Context, Result};
-use cairn_kconfig::{check, modules_for, read_config, requirements, Load};
+use cairn_kconfig::Load;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use tree::{Node, Tree};
 
@@ -25,53 +38,37 @@ fn main() {
     }
 }
 
-struct Args {
-    out: PathBuf,
-    init: PathBuf,
-    kernel: Option<PathBuf>,
-    busybox: Option<PathBuf>,
-    files: Vec<(PathBuf, String, u32)>,
-    modules: bool,
-}
+/// `--flag value` pairs; `--file` may repeat.
+struct Args(BTreeMap<String, Vec<String>>);
 
-fn parse_args(mut it: impl Iterator<Item = String>) -> Result<Args> {
-    let mut a = Args { out: PathBuf::new(), init: PathBuf::new(), kernel: None, busybox: None, files: vec![], modules: true };
-    while let Some(flag) = it.next() {
-        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--out" => a.out = val()?.into(),
-            "--init" => a.init = val()?.into(),
-            "--kernel" => a.kernel = Some(val()?.into()),
-            "--busybox" => a.busybox = Some(val()?.into()),
-            "--no-modules" => a.modules = false,
-            "--file" => {
-                let v = val()?;
-                let parts: Vec<&str> = v.split(':').collect();
-                let (src, dst, mode) = match parts.as_slice() {
-                    [s, d] => (s, d, 0o644),
-                    [s, d, m] => (s, d, u32::from_str_radix(m, 8).with_context(|| format!("--file {v}: mode {m} is not octal"))?),
-                    _ => bail!("--file {v}: expected SRC:DST[:MODE]"),
-                };
-                a.files.push((PathBuf::from(src), dst.to_string(), mode));
+impl Args {
+    fn parse(mut it: impl Iterator<Item = String>, known: &[&str]) -> Result<Args> {
+        let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        while let Some(flag) = it.next() {
+            let name = flag.strip_prefix("--").with_context(|| format!("expected an option, got {flag}"))?;
+            if !known.contains(&name) {
+                bail!("unknown option {flag}; this command takes --{}", known.join(", --"));
             }
-            other => bail!("unknown option {other}"),
+            let value = it.next().with_context(|| format!("{flag} needs a value"))?;
+            map.entry(name.to_string()).or_default().push(value);
         }
+        Ok(Args(map))
     }
-    if a.out.as_os_str().is_empty() || a.init.as_os_str().is_empty() {
-        bail!("--out and --init are required");
+    fn opt(&self, k: &str) -> Option<&str> {
+        self.0.get(k).and_then(|v| v.last()).map(String::as_str)
     }
-    if a.modules && a.kernel.is_none() {
-        bail!("--kernel DIR is required unless --no-modules is given");
+    fn path(&self, k: &str) -> Result<PathBuf> {
+        self.opt(k).map(PathBuf::from).with_context(|| format!("--{k} is required"))
     }
-    Ok(a)
+    fn all(&self, k: &str) -> &[String] {
+        self.0.get(k).map_or(&[], Vec::as_slice)
+    }
 }
 
-fn run() -> Result<()> {
-    let mut args = std::env::args().skip(1);
-    match args.next().as_deref() {
-        Some("initramfs") => initramfs(parse_args(args)?),
-        Some(other) => bail!("unknown command {other}; expected initramfs"),
-        None => bail!("usage: cairn-image initramfs --out FILE --init BIN --kernel DIR [...]"),
+fn epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v} is not a number of seconds")),
+        Err(_) => Ok(0),
     }
 }
 
@@ -79,44 +76,28 @@ fn read(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("Cannot read {}", path.display()))
 }
 
-/// The one kernel release unpacked under `dir/lib/modules`.
-fn kernel_release(dir: &Path) -> Result<String> {
-    let mods = dir.join("lib/modules");
-    let mut releases: Vec<String> = std::fs::read_dir(&mods)
-        .with_context(|| format!("Cannot list {} (is the kernel unpacked?)", mods.display()))?
-        .filter_map(|e| e.ok()?.file_name().into_string().ok())
-        .collect();
-    releases.sort();
-    match releases.as_slice() {
-        [one] => Ok(one.clone()),
-        [] => bail!("no kernel release under {}", mods.display()),
-        many => bail!("more than one kernel release under {}: {}", mods.display(), many.join(", ")),
+/// Writes a file whole or not at all.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).with_context(|| format!("Cannot create {}", parent.display()))?;
     }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("Cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("Cannot rename {} to {}", tmp.display(), path.display()))
 }
 
-fn add_modules(tree: &mut Tree, kernel: &Path) -> Result<usize> {
-    let release = kernel_release(kernel)?;
-    let config_path = kernel.join(format!("boot/config-{release}"));
-    let config = read_config(&config_path)?;
-    let reqs = requirements();
-    let missing = check(&reqs, &config);
-    if !missing.is_empty() {
-        let names: Vec<_> = missing.iter().map(|m| m.to_string()).collect();
-        bail!("kernel {release} lacks options Cairn needs:\n  {}", names.join("\n  "));
+fn run() -> Result<()> {
+    let mut args = std::env::args().skip(1);
+    match args.next().as_deref() {
+        Some("initramfs") => initramfs(Args::parse(args, &["out", "init", "kernel", "busybox", "file"])?),
+        Some("root") => root(Args::parse(args, &["out", "init", "kernel", "debroot"])?),
+        Some("disk") => disk_cmd(Args::parse(
+            args,
+            &["out", "root", "vmlinuz", "initramfs", "cmdline", "cmdline-out", "qcow2", "bootloader"],
+        )?),
+        Some(other) => bail!("unknown command {other}; expected initramfs, root or disk"),
+        None => bail!("usage: cairn-image initramfs|root|disk --out FILE ..."),
     }
-    let wanted = modules_for(&reqs, &config);
-    let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
-    let dir = modinfo::ModuleDir::open(&kernel.join("lib/modules").join(&release))?;
-    let closure = dir.closure(&names)?;
-    let base = format!("/lib/modules/{release}");
-    for (rel, _) in closure.values() {
-        tree.file(&format!("{base}/{rel}"), 0o644, read(&dir.root().join(rel))?)?;
-    }
-    tree.file(&format!("{base}/modules.dep"), 0o644, modinfo::modules_dep(&closure).into_bytes())?;
-    let boot: Vec<&str> = wanted.iter().filter(|(_, l)| *l == Load::Boot).map(|(n, _)| n.as_str()).collect();
-    let list = format!("# Loaded by cairn-init at every boot (kernel-config/required.txt)\n{}\n", boot.join("\n"));
-    tree.file("/etc/cairn/modules.boot", 0o644, list.into_bytes())?;
-    Ok(closure.len())
 }
 
 fn add_busybox(tree: &mut Tree, busybox: &Path) -> Result<usize> {
@@ -134,47 +115,91 @@ fn add_busybox(tree: &mut Tree, busybox: &Path) -> Result<usize> {
     Ok(n)
 }
 
+/// Stage 1's initramfs: the init, /dev/console, the modules that boot and
+/// mount the root; with --busybox, the debug tools.
 fn initramfs(a: Args) -> Result<()> {
+    let out = a.path("out")?;
     let mut t = Tree::default();
-    for d in ["/dev", "/proc", "/sys", "/run", "/tmp", "/root", "/var"] {
+    for d in ["/dev", "/proc", "/sys", "/run", "/tmp", "/root", "/var", "/sysroot"] {
         t.dir(d, if d == "/tmp" { 0o1777 } else { 0o755 })?;
     }
     // The kernel opens /dev/console for init's stdio before anything is mounted.
     t.add("/dev/console", Node::CharDev { mode: 0o600, major: 5, minor: 1 })?;
-    t.file("/init", 0o755, read(&a.init)?)?;
-    t.symlink("/etc/resolv.conf", "../run/cairn/resolv.conf")?;
-    t.symlink("/etc/hostname", "../run/cairn/hostname")?;
-    t.file("/etc/os-release", 0o644, format!(
-        "NAME=Cairn\nID=cairn\nVERSION_ID={}\nPRETTY_NAME=\"Cairn {}\"\nHOME_URL=\"https://example.invalid/cairn\"\n",
-        env!("CARGO_PKG_VERSION"), env!("CARGO_PKG_VERSION")).into_bytes())?;
-    t.file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n".to_vec())?;
-    t.file("/etc/group", 0o644, b"root:x:0:\ntty:x:5:\n".to_vec())?;
-    let mods = match (&a.kernel, a.modules) {
-        (Some(k), true) => add_modules(&mut t, k)?,
-        _ => 0,
-    };
-    let applets = match &a.busybox {
-        Some(b) => add_busybox(&mut t, b)?,
+    t.file("/init", 0o755, read(&a.path("init")?)?)?;
+    rootfs::etc_skeleton(&mut t)?;
+    let mods = match a.opt("kernel") {
+        Some(k) => kmods::add(&mut t, Path::new(k), "/lib/modules", |l| matches!(l, Load::Boot | Load::Root))?,
         None => 0,
     };
-    for (src, dst, mode) in &a.files {
-        t.file(dst, *mode, read(src)?)?;
-    }
-    let epoch: u32 = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v.parse().with_context(|| format!("SOURCE_DATE_EPOCH={v} is not a number of seconds"))?,
-        Err(_) => 0,
+    let applets = match a.opt("busybox") {
+        Some(b) => add_busybox(&mut t, Path::new(b))?,
+        None => 0,
     };
-    let bytes = cpio::write(&t, epoch);
-    if let Some(parent) = a.out.parent() {
-        std::fs::create_dir_all(parent).with_context(|| format!("Cannot create {}", parent.display()))?;
+    for spec in a.all("file") {
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (src, dst, mode) = match parts.as_slice() {
+            [s, d] => (s, d, 0o644),
+            [s, d, m] => (s, d, u32::from_str_radix(m, 8).with_context(|| format!("--file {spec}: mode {m} is not octal"))?),
+            _ => bail!("--file {spec}: expected SRC:DST[:MODE]"),
+        };
+        t.file(dst, mode, read(Path::new(src))?)?;
     }
-    let tmp = a.out.with_extension("tmp");
-    std::fs::write(&tmp, &bytes).with_context(|| format!("Cannot write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &a.out).with_context(|| format!("Cannot rename {} to {}", tmp.display(), a.out.display()))?;
+    let bytes = cpio::write(&t, u32::try_from(epoch()?).context("SOURCE_DATE_EPOCH past 2106")?);
+    write_atomic(&out, &bytes)?;
+    println!("cairn-image: wrote {} ({} KiB, {mods} modules, {applets} busybox applets)", out.display(), bytes.len() / 1024);
+    Ok(())
+}
+
+/// A slot's root image: erofs, then the verity superblock and tree. The
+/// verity parameters go beside it in `<out>.verity`.
+fn root(a: Args) -> Result<()> {
+    let out = a.path("out")?;
+    let t = rootfs::tree(&a.path("init")?, &a.path("kernel")?, &a.path("debroot")?)?;
+    let staging = out.with_extension("staging");
+    let (bytes, info) = rootfs::build_image(&t, &staging, epoch()?)?;
+    let _ = std::fs::remove_dir_all(&staging);
+    write_atomic(&out, &bytes)?;
+    write_atomic(&PathBuf::from(format!("{}.verity", out.display())), info.to_text().as_bytes())?;
     println!(
-        "cairn-image: wrote {} ({} KiB, {mods} modules, {applets} busybox applets)",
-        a.out.display(),
-        bytes.len() / 1024
+        "cairn-image: wrote {} ({} KiB: {} data blocks + verity tree), root hash {}",
+        out.display(),
+        bytes.len() / 1024,
+        info.data_blocks,
+        info.root_hash
     );
+    Ok(())
+}
+
+fn disk_cmd(a: Args) -> Result<()> {
+    let out = a.path("out")?;
+    let root_path = a.path("root")?;
+    let verity_path = PathBuf::from(format!("{}.verity", root_path.display()));
+    let info = rootfs::VerityInfo::parse(
+        &std::fs::read_to_string(&verity_path).with_context(|| format!("Cannot read {}", verity_path.display()))?,
+        &verity_path.display().to_string(),
+    )?;
+    let cmdline = format!("{} cairn.slot=a {}", a.opt("cmdline").unwrap_or("").trim(), info.cmdline());
+    let bootloader = a.opt("bootloader").unwrap_or("/usr/lib/systemd/boot/efi/systemd-bootx64.efi");
+    let version = env!("CARGO_PKG_VERSION");
+    let esp_files: esp::Files = vec![
+        ("EFI/BOOT/BOOTX64.EFI".into(), read(Path::new(bootloader))?),
+        ("loader/loader.conf".into(), esp::LOADER_CONF.as_bytes().to_vec()),
+        // The first entry is known good: it never carries a boot counter.
+        ("loader/entries/cairn-a.conf".into(), esp::entry(version, 'a', &cmdline).into_bytes()),
+        ("cairn/a/vmlinuz".into(), read(&a.path("vmlinuz")?)?),
+        ("cairn/a/initramfs.img".into(), read(&a.path("initramfs")?)?),
+    ];
+    let root_a = read(&root_path)?;
+    let state_size = disk::LAYOUT.iter().find(|s| s.label == "STATE").map_or(128, |s| s.size_mib) << 20;
+    let state = disk::state_fs(state_size, &out.with_extension("state.tmp"), epoch()?)?;
+    disk::write(&out, &disk::DiskInputs { esp_files, root_a: &root_a, state })?;
+    println!("cairn-image: wrote {}", out.display());
+    if let Some(c) = a.opt("cmdline-out") {
+        write_atomic(Path::new(c), format!("{cmdline}\n").as_bytes())?;
+    }
+    if let Some(q) = a.opt("qcow2") {
+        disk::qcow2(&out, Path::new(q))?;
+        println!("cairn-image: wrote {q}");
+    }
     Ok(())
 }

@@ -19,6 +19,15 @@ pub struct StaticNet {
     pub prefix: u8,
 }
 
+/// The verified root of the slot being booted: the tree follows the data in
+/// the partition (a verity superblock, then the tree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verity {
+    pub data_blocks: u64,
+    pub salt: String,
+    pub root_hash: String,
+}
+
 /// Everything cairn-init takes from the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -47,6 +56,14 @@ pub struct Settings {
     /// `cairn.stop_timeout=SECONDS`: how long shutdown waits for processes to
     /// exit after SIGTERM before it kills them.
     pub stop_timeout: Duration,
+    /// `cairn.slot=a|b`: boot from disk, root partition ROOT-A or ROOT-B. Unset:
+    /// run from the initramfs alone (development).
+    pub slot: Option<char>,
+    /// `cairn.verity_blocks=N`, `cairn.verity_salt=HEX`, `cairn.verity_root=HEX`:
+    /// the slot's dm-verity parameters; all three or none.
+    pub verity: Option<Verity>,
+    /// `cairn.root_timeout=SECONDS`: how long stage 1 waits for the root partition.
+    pub root_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -63,7 +80,22 @@ impl Default for Settings {
             log_level: tracing::Level::INFO,
             modules: Vec::new(),
             stop_timeout: Duration::from_secs(10),
+            slot: None,
+            verity: None,
+            root_timeout: Duration::from_secs(30),
         }
+    }
+}
+
+fn parse_hex(value: &str, len: Option<usize>) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() % 2 == 0
+        && len.is_none_or(|l| value.len() == l)
+        && value.bytes().all(|b| b.is_ascii_hexdigit());
+    match (ok, len) {
+        (true, _) => Ok(value.to_ascii_lowercase()),
+        (false, Some(l)) => Err(format!("expected {l} hexadecimal digits")),
+        (false, None) => Err("expected an even number of hexadecimal digits".into()),
     }
 }
 
@@ -158,6 +190,7 @@ fn parse_level(value: &str) -> Result<tracing::Level, String> {
 pub fn parse(cmdline: &str) -> (Settings, Vec<Warning>) {
     let mut s = Settings::default();
     let mut warnings = Vec::new();
+    let (mut blocks, mut salt, mut root) = (None, None, None);
     for word in split(cmdline) {
         let Some(rest) = word.strip_prefix("cairn.") else { continue };
         let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
@@ -207,11 +240,34 @@ pub fn parse(cmdline: &str) -> (Settings, Vec<Warning>) {
                 Ok(l) => s.log_level = l,
                 Err(p) => bad(p, "info".into()),
             },
+            "slot" => match value {
+                "a" | "b" | "A" | "B" => s.slot = value.chars().next().map(|c| c.to_ascii_lowercase()),
+                _ => bad("expected a or b".into(), "no slot (initramfs only)".into()),
+            },
+            "verity_blocks" => match value.parse::<u64>() {
+                Ok(n) if n > 0 => blocks = Some(n),
+                _ => bad("expected a positive number of 4096-byte blocks".into(), "no verity".into()),
+            },
+            "verity_salt" => match parse_hex(value, None) {
+                Ok(v) => salt = Some(v),
+                Err(p) => bad(p, "no verity".into()),
+            },
+            "verity_root" => match parse_hex(value, Some(64)) {
+                Ok(v) => root = Some(v),
+                Err(p) => bad(p, "no verity".into()),
+            },
+            "root_timeout" => match parse_secs(value) {
+                Ok(d) => s.root_timeout = d,
+                Err(p) => bad(p, format!("{}", s.root_timeout.as_secs())),
+            },
             "modules" => {
                 s.modules = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect()
             }
             _ => warnings.push(Warning::UnknownKey { key: full }),
         }
+    }
+    if let (Some(data_blocks), Some(salt), Some(root_hash)) = (blocks, salt, root) {
+        s.verity = Some(Verity { data_blocks, salt, root_hash });
     }
     (s, warnings)
 }
@@ -266,6 +322,18 @@ mod tests {
     fn unknown_keys_warn_and_foreign_keys_are_silent() {
         let (_, w) = parse("cairn.colour=blue console=ttyS0 systemd.unit=x");
         assert_eq!(w, [Warning::UnknownKey { key: "cairn.colour".into() }]);
+    }
+
+    #[test]
+    fn slot_and_verity_need_all_three_keys() {
+        let root = "ab".repeat(32);
+        let (s, w) = parse(&format!("cairn.slot=B cairn.verity_blocks=42 cairn.verity_salt=00FF cairn.verity_root={root}"));
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(s.slot, Some('b'));
+        assert_eq!(s.verity, Some(Verity { data_blocks: 42, salt: "00ff".into(), root_hash: root.clone() }));
+        let (s, w) = parse("cairn.slot=a cairn.verity_blocks=42 cairn.verity_root=abc");
+        assert_eq!(s.verity, None);
+        assert_eq!(w[0].to_string(), "kernel command line: cairn.verity_root=abc: expected 64 hexadecimal digits; using no verity");
     }
 
     #[test]

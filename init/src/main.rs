@@ -7,6 +7,7 @@
 //! in sync and reboot.
 
 mod cmdline;
+mod disk;
 mod log;
 mod modules;
 mod mounts;
@@ -25,6 +26,7 @@ use tracing::{debug, error, info, warn};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const BOOT_MODULES: &str = "/etc/cairn/modules.boot";
+const ROOT_MODULES: &str = "/etc/cairn/modules.root";
 const SIGNALS: &[libc::c_int] =
     &[libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGPWR, libc::SIGHUP, libc::SIGUSR1, libc::SIGUSR2];
 
@@ -64,7 +66,8 @@ fn main() {
     // SAFETY: mallopt only tunes the allocator; called before any thread exists.
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let logger = log::init(tracing::Level::INFO);
-    let mut init = boot(logger);
+    let stage2 = args.iter().any(|a| a == "--stage2");
+    let mut init = boot(logger, stage2);
     init.run()
 }
 
@@ -85,7 +88,7 @@ fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
@@ -96,7 +99,7 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn boot(logger: &'static log::Logger) -> Init {
+fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
     let entered_ms = sys::boottime_ms();
     // Block the signals before any thread exists so every thread inherits the
     // mask and they all arrive on the signalfd.
@@ -120,9 +123,20 @@ fn boot(logger: &'static log::Logger) -> Init {
     let (settings, warnings) = cmdline::parse(&cmdline);
     logger.set_level(settings.log_level);
     let release = sys::kernel_release().unwrap_or_else(|_| "unknown".into());
-    info!("cairn-init {VERSION} starting kernel={release} entered_ms={entered_ms}");
+    let stage = match (stage2, settings.slot) {
+        (true, _) => "stage 2",
+        (false, Some(_)) => "stage 1",
+        (false, None) => "initramfs only",
+    };
+    info!("cairn-init {VERSION} {stage} kernel={release} entered_ms={entered_ms}");
     for w in &warnings {
         warn!("{w}");
+    }
+    if !stage2 && settings.slot.is_some() {
+        stage1(&release, &settings);
+    }
+    if stage2 {
+        prepare_stage2(&mut mounted);
     }
 
     // The network thread waits for its link to appear, so it starts before the
@@ -140,7 +154,7 @@ fn boot(logger: &'static log::Logger) -> Init {
     };
     let net_status = if net.is_none() { Some(net::Status::Failed("no network thread".into())) } else { None };
 
-    load_modules(&release, &settings);
+    load_modules(&release, &settings, &[BOOT_MODULES]);
 
     let acpi = match power::AcpiListener::open() {
         Ok(l) => Some(l),
@@ -153,9 +167,10 @@ fn boot(logger: &'static log::Logger) -> Init {
     let now = Instant::now();
     let mut supervisor = supervisor::Supervisor::new(supervisor::Backoff::default());
     if settings.debug_shell {
-        if Path::new("/bin/sh").exists() {
+        let shell = [format!("{}/sh", disk::DEBUG_BIN), "/bin/sh".to_string()].into_iter().find(|p| Path::new(p).exists());
+        if let Some(shell) = shell {
             warn!("debug shell enabled on /dev/{} (cairn.debug=shell)", settings.debug_tty);
-            supervisor.add(debug_shell_spec(&settings), now);
+            supervisor.add(debug_shell_spec(&settings, &shell), now);
         } else {
             warn!("cairn.debug=shell asked for a shell, but this image has none (build the debug image)");
         }
@@ -176,12 +191,59 @@ fn boot(logger: &'static log::Logger) -> Init {
     }
 }
 
-fn debug_shell_spec(settings: &Settings) -> supervisor::Spec {
+/// Stage 1 never returns: it execs stage 2, or logs why it could not and
+/// reboots, which uses up one of the boot entry's tries.
+fn stage1(release: &str, settings: &Settings) -> ! {
+    load_modules(release, settings, &[BOOT_MODULES, ROOT_MODULES]);
+    let err = match &settings.verity {
+        Some(v) => error_chain(&disk::run(settings, v)),
+        None => "cairn.slot is set but cairn.verity_blocks, cairn.verity_salt and cairn.verity_root are not all valid".into(),
+    };
+    error!("stage 1 failed: {err}");
+    error!("rebooting in 10 s");
+    std::thread::sleep(Duration::from_secs(10));
+    sys::sync();
+    let e = sys::reboot(libc::RB_AUTOBOOT);
+    panic!("reboot failed after stage 1 failed: {e}");
+}
+
+/// Stage 2 runs on the verified root: STATE is on /var (unmounted last at
+/// shutdown), and the machine id lives there.
+fn prepare_stage2(mounted: &mut mounts::Mounted) {
+    if sys::is_mountpoint(Path::new("/var")) {
+        mounted.targets.insert(0, "/var");
+    }
+    if let Err(e) = machine_id() {
+        warn!("no machine id: {e}");
+    }
+}
+
+/// A random id made on first boot and kept on STATE; /etc/machine-id links to
+/// its copy in /run.
+fn machine_id() -> std::io::Result<()> {
+    let kept = "/var/lib/cairn/machine-id";
+    let id = match std::fs::read_to_string(kept) {
+        Ok(id) if id.trim().len() == 32 => id.trim().to_string(),
+        _ => {
+            let mut bytes = [0u8; 16];
+            std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::create_dir_all("/var/lib/cairn")?;
+            std::fs::write(format!("{kept}.tmp"), format!("{id}\n"))?;
+            std::fs::rename(format!("{kept}.tmp"), kept)?;
+            info!("new machine id {id}");
+            id
+        }
+    };
+    net::write_run_file("machine-id", &format!("{id}\n"))
+}
+
+fn debug_shell_spec(settings: &Settings, shell: &str) -> supervisor::Spec {
     supervisor::Spec {
         name: "debug-shell".into(),
-        argv: vec!["/bin/sh".into()],
+        argv: vec![shell.into()],
         env: vec![
-            ("PATH".into(), "/bin:/sbin:/usr/bin:/usr/sbin".into()),
+            ("PATH".into(), format!("{}:/bin:/sbin:/usr/bin:/usr/sbin", disk::DEBUG_BIN)),
             ("HOME".into(), "/".into()),
             ("TERM".into(), "vt100".into()),
             ("PS1".into(), "cairn# ".into()),
@@ -194,20 +256,24 @@ fn debug_shell_spec(settings: &Settings) -> supervisor::Spec {
     }
 }
 
-fn load_modules(release: &str, settings: &Settings) {
+fn load_modules(release: &str, settings: &Settings, lists: &[&str]) {
     let start = Instant::now();
-    let mut names = match modules::read_list(Path::new(BOOT_MODULES)) {
-        Ok(list) => list,
-        Err(e) => {
-            warn!("cannot read {BOOT_MODULES}: {e}; loading only cairn.modules");
-            Vec::new()
+    let mut names = Vec::new();
+    for list in lists {
+        match modules::read_list(Path::new(list)) {
+            Ok(l) => names.extend(l),
+            Err(e) => warn!("cannot read {list}: {e}"),
         }
-    };
+    }
     names.extend(settings.modules.iter().cloned());
     if names.is_empty() {
         return;
     }
-    let dir = Path::new("/lib/modules").join(release);
+    let dir = ["/usr/lib/modules", "/lib/modules"]
+        .iter()
+        .map(|d| Path::new(d).join(release))
+        .find(|d| d.exists())
+        .unwrap_or_else(|| Path::new("/lib/modules").join(release));
     let mut loader = match modules::Loader::open(&dir) {
         Ok(l) => l,
         Err(e) => {
@@ -222,7 +288,9 @@ fn load_modules(release: &str, settings: &Settings) {
             Err(e) => error!("{}", error_chain(&e)),
         }
     }
-    info!("loaded {files} kernel modules for {} in {}ms", names.join(","), start.elapsed().as_millis());
+    if files > 0 {
+        info!("loaded {files} kernel modules for {} in {}ms", names.join(","), start.elapsed().as_millis());
+    }
 }
 
 fn rss_kb() -> u64 {

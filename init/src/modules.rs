@@ -103,7 +103,11 @@ impl Loader {
         let dep = dir.join("modules.dep");
         let text = std::fs::read_to_string(&dep)
             .map_err(|source| ModuleError::Read { path: dep.display().to_string(), source })?;
-        Ok(Loader { dir: dir.to_path_buf(), index: DepIndex::parse(&text), loaded: BTreeSet::new() })
+        // What is loaded already (by stage 1, or built in) is not loaded again.
+        let loaded = std::fs::read_dir("/sys/module")
+            .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        Ok(Loader { dir: dir.to_path_buf(), index: DepIndex::parse(&text), loaded })
     }
 
     /// Loads `name` and what it depends on. Returns how many files it loaded.

@@ -28,6 +28,7 @@ pub const EARLY_MOUNTS: &[Mount] = &[
     Mount { source: "devpts", target: "/dev/pts", fstype: "devpts", flags: NOSUID | NOEXEC, data: "mode=0620,ptmxmode=0666" },
     Mount { source: "tmpfs", target: "/dev/shm", fstype: "tmpfs", flags: NOSUID | NODEV, data: "mode=1777" },
     Mount { source: "tmpfs", target: "/run", fstype: "tmpfs", flags: NOSUID | NODEV, data: "mode=0755,size=20%" },
+    Mount { source: "tmpfs", target: "/tmp", fstype: "tmpfs", flags: NOSUID | NODEV, data: "mode=1777,size=20%" },
     Mount { source: "cgroup2", target: "/sys/fs/cgroup", fstype: "cgroup2", flags: NOSUID | NODEV | NOEXEC, data: "nsdelegate" },
 ];
 
@@ -181,6 +182,7 @@ mod tests {
                 "mount devpts /dev/pts",
                 "mount tmpfs /dev/shm",
                 "mount tmpfs /run",
+                "mount tmpfs /tmp",
                 "mount cgroup2 /sys/fs/cgroup"
             ]
         );

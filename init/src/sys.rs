@@ -49,6 +49,13 @@ pub fn finit_module(file: &std::fs::File) -> io::Result<()> {
     Ok(())
 }
 
+pub fn chroot(path: &str) -> io::Result<()> {
+    let p = cstr(path)?;
+    // SAFETY: `p` is a valid NUL-terminated string that outlives the call.
+    check(unsafe { libc::chroot(p.as_ptr()) })?;
+    Ok(())
+}
+
 pub fn sethostname(name: &str) -> io::Result<()> {
     // SAFETY: the pointer and length describe `name`'s bytes, which outlive the call.
     check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;

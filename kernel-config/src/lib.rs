@@ -33,6 +33,8 @@ pub enum Error {
 pub enum Load {
     /// Early, at every boot.
     Boot,
+    /// By stage 1, to mount the verified root.
+    Root,
     /// Shipped, loaded by whatever needs it.
     Later,
 }
@@ -74,7 +76,8 @@ pub fn parse_requirements(text: &str, origin: &str) -> Result<Vec<Requirement>, 
             ("-", None) => None,
             ("boot", Some(_)) => Some(Load::Boot),
             ("later", Some(_)) => Some(Load::Later),
-            ("-", Some(m)) => return Err(bad(format!("module `{m}` needs `boot` or `later`"))),
+            ("root", Some(_)) => Some(Load::Root),
+            ("-", Some(m)) => return Err(bad(format!("module `{m}` needs `boot`, `root` or `later`"))),
             (w, None) => return Err(bad(format!("`{w}` given for a built-in-only option"))),
             (w, Some(_)) => return Err(bad(format!("unknown load time `{w}`"))),
         };

@@ -50,8 +50,9 @@ fn boot_busybox(cfg: &Config) -> Result<Sample> {
 pub fn run(runs: usize) -> Result<()> {
     let out = out_dir();
     let cairn = Config::from_out(&out, "initramfs.img")?;
-    let mut busybox = Config::from_out(&out, "bench-busybox.img")?;
-    // The same kernel arguments, minus nothing: the busybox init ignores ours.
+    let base_cmdline = std::fs::read_to_string(out.join("cmdline"))?;
+    // The same kernel arguments; the busybox init ignores Cairn's.
+    let mut busybox = Config::kernel_only(&out, "bench-busybox.img", base_cmdline.trim())?;
     busybox.allow_reboot = false;
     let mut results: Vec<(&str, Vec<Sample>)> = vec![("cairn-init", Vec::new()), ("busybox init (lower bound)", Vec::new())];
     for i in 0..runs {

@@ -38,12 +38,31 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// How the machine starts.
+#[derive(Debug, Clone)]
+pub enum Boot {
+    /// QEMU loads the kernel and initramfs itself (fast development loop).
+    Direct { kernel: PathBuf, initrd: PathBuf },
+    /// OVMF firmware, then systemd-boot from the disk's ESP.
+    Uefi,
+}
+
+/// The machine's disk.
+#[derive(Debug, Clone)]
+pub enum Disk {
+    /// A fresh qcow2 overlay on this image, thrown away with the machine.
+    Overlay(PathBuf),
+    /// This file itself (raw or qcow2, by extension); changes persist.
+    File(PathBuf),
+}
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub kernel: PathBuf,
-    pub initrd: PathBuf,
+    pub boot: Boot,
+    /// Kernel arguments (direct boot only; under UEFI the boot entry has them).
     pub cmdline: String,
+    pub disk: Option<Disk>,
     pub memory_mb: u32,
     pub cpus: u32,
     /// A second serial port (the guest's ttyS1) on a Unix socket, for the debug shell.
@@ -57,24 +76,41 @@ pub struct Config {
 
 impl Config {
     /// The image `make image` left in `out`: out/vmlinuz, the given initramfs,
-    /// and out/cmdline.
+    /// out/cmdline, and an overlay on out/cairn.qcow2 as the disk.
     pub fn from_out(out: &Path, initrd: &str) -> Result<Config> {
-        let need = |p: PathBuf| if p.exists() { Ok(p) } else { Err(Error::MissingArtifact { path: p.display().to_string() }) };
         let kernel = need(out.join("vmlinuz"))?;
         let initrd = need(out.join(initrd))?;
         let cmdline_path = need(out.join("cmdline"))?;
         let cmdline = std::fs::read_to_string(cmdline_path)?.trim().to_string();
-        Ok(Config {
-            kernel,
-            initrd,
+        let disk = Some(Disk::Overlay(need(out.join("cairn.qcow2"))?));
+        Ok(Config::new(Boot::Direct { kernel, initrd }, cmdline, disk))
+    }
+
+    /// UEFI boot of a disk image from `out` (an overlay on it).
+    pub fn uefi(out: &Path, image: &str) -> Result<Config> {
+        let disk = Some(Disk::Overlay(need(out.join(image))?));
+        Ok(Config::new(Boot::Uefi, String::new(), disk))
+    }
+
+    /// A kernel and initramfs with no disk (the benchmark's busybox).
+    pub fn kernel_only(out: &Path, initrd: &str, cmdline: &str) -> Result<Config> {
+        let kernel = need(out.join("vmlinuz"))?;
+        let initrd = need(out.join(initrd))?;
+        Ok(Config::new(Boot::Direct { kernel, initrd }, cmdline.to_string(), None))
+    }
+
+    fn new(boot: Boot, cmdline: String, disk: Option<Disk>) -> Config {
+        Config {
+            boot,
             cmdline,
+            disk,
             memory_mb: 512,
             cpus: 1,
             debug_port: false,
             interactive: false,
             allow_reboot: true,
             extra_args: Vec::new(),
-        })
+        }
     }
 
     pub fn append(mut self, args: &str) -> Config {
@@ -88,6 +124,25 @@ impl Config {
         self.debug_port = true;
         self.append("cairn.debug=shell")
     }
+}
+
+fn need(p: PathBuf) -> Result<PathBuf> {
+    if p.exists() {
+        Ok(p)
+    } else {
+        Err(Error::MissingArtifact { path: p.display().to_string() })
+    }
+}
+
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd.output().map_err(|source| Error::Spawn { program: what.into(), source })?;
+    if !out.status.success() {
+        return Err(Error::Qmp(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr))));
+    }
+    Ok(())
 }
 
 /// The repository's `out/` directory, found from this crate's location.
@@ -195,11 +250,41 @@ impl Machine {
         let shell_path = dir.join("shell.sock");
         let mut cmd = Command::new("qemu-system-x86_64");
         cmd.args(["-machine", "q35", "-accel", "tcg,tb-size=256", "-nodefaults", "-no-user-config"])
-            .args(["-display", "none", "-smp", &cfg.cpus.to_string(), "-m", &cfg.memory_mb.to_string()])
-            .arg("-kernel").arg(&cfg.kernel)
-            .arg("-initrd").arg(&cfg.initrd)
-            .args(["-append", &cfg.cmdline])
-            .args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
+            .args(["-display", "none", "-smp", &cfg.cpus.to_string(), "-m", &cfg.memory_mb.to_string()]);
+        match &cfg.boot {
+            Boot::Direct { kernel, initrd } => {
+                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).args(["-append", &cfg.cmdline]);
+            }
+            Boot::Uefi => {
+                let vars = dir.join("OVMF_VARS.fd");
+                std::fs::copy(OVMF_VARS, &vars).map_err(|source| Error::Spawn { program: OVMF_VARS.into(), source })?;
+                cmd.arg("-drive")
+                    .arg(format!("if=pflash,format=raw,unit=0,readonly=on,file={OVMF_CODE}"))
+                    .arg("-drive")
+                    .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+            }
+        }
+        if let Some(disk) = &cfg.disk {
+            let (path, format) = match disk {
+                Disk::Overlay(base) => {
+                    let base = std::fs::canonicalize(base)?;
+                    let overlay = dir.join("disk.qcow2");
+                    run_tool(
+                        Command::new("qemu-img")
+                            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                            .arg(&base)
+                            .arg(&overlay),
+                        "qemu-img create",
+                    )?;
+                    (overlay, "qcow2")
+                }
+                Disk::File(p) => (p.clone(), if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" }),
+            };
+            cmd.arg("-drive")
+                .arg(format!("file={},format={format},if=none,id=disk0", path.display()))
+                .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
+        }
+        cmd.args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
             .args(["-device", "virtio-rng-pci"])
             .arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
         if cfg.interactive {

@@ -44,7 +44,7 @@ fn run() -> Result<()> {
                 cfg = cfg.append(&append);
             }
             cfg.interactive = true;
-            eprintln!("cairn-qemu: booting {} with: {}", cfg.initrd.display(), cfg.cmdline);
+            eprintln!("cairn-qemu: booting {initrd} with: {}", cfg.cmdline);
             eprintln!("cairn-qemu: Ctrl-Alt-Del is SIGINT here; quit QEMU with Ctrl-A X, or power off from QMP");
             let mut m = Machine::start(&cfg)?;
             let st = m.wait_exit(std::time::Duration::from_secs(u64::MAX / 4))?;

@@ -42,7 +42,11 @@ fn run() -> Result<()> {
         }
         "modules" => {
             for (name, load) in modules_for(&reqs, &config) {
-                let when = if load == Load::Boot { "boot" } else { "later" };
+                let when = match load {
+                    Load::Boot => "boot",
+                    Load::Root => "root",
+                    Load::Later => "later",
+                };
                 println!("{name} {when}");
             }
             Ok(())
