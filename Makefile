@@ -35,6 +35,7 @@ debs: deps
 IMAGE := target/release/cairn-image
 image: kernel debs build
 	@mkdir -p out
+	echo "$(SOURCE_DATE_EPOCH)" > out/source-date-epoch
 	$(IMAGE) initramfs --out out/initramfs.img --init $(INIT_BIN) --kernel $(KERNEL_DIR)
 	$(IMAGE) initramfs --out out/initramfs-debug.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --busybox /bin/busybox
 	$(IMAGE) initramfs --out out/bench-busybox.img --init bench/busybox-init --busybox /bin/busybox

@@ -47,22 +47,56 @@ fn boot_busybox(cfg: &Config) -> Result<Sample> {
     Ok(sample)
 }
 
+fn file_size(path: &std::path::Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).with_context(|| format!("{}", path.display()))?;
+    Ok((m.len(), m.blocks() * 512))
+}
+
+fn sizes(out: &std::path::Path) -> Result<()> {
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let root = out.join("../build/root.img");
+    let verity = std::fs::read_to_string(out.join("../build/root.img.verity")).unwrap_or_default();
+    let blocks: u64 = verity.lines().find_map(|l| l.strip_prefix("data_blocks=")?.parse().ok()).unwrap_or(0);
+    let (root_len, _) = file_size(&root)?;
+    let (raw_len, raw_alloc) = file_size(&out.join("cairn.raw"))?;
+    let (qcow_len, _) = file_size(&out.join("cairn.qcow2"))?;
+    let (initrd_len, _) = file_size(&out.join("initramfs.img"))?;
+    println!("Image sizes");
+    println!("| artefact | MiB |");
+    println!("| --- | ---: |");
+    println!("| root image (erofs, lz4hc) | {:.1} |", mib(blocks * 4096));
+    println!("| root image with its dm-verity tree (build/root.img) | {:.1} |", mib(root_len));
+    println!("| stage-1 initramfs (out/initramfs.img) | {:.1} |", mib(initrd_len));
+    println!("| disk, raw (out/cairn.raw), apparent / allocated | {:.0} / {:.1} |", mib(raw_len), mib(raw_alloc));
+    println!("| disk, compressed qcow2 (out/cairn.qcow2) | {:.1} |", mib(qcow_len));
+    println!();
+    Ok(())
+}
+
 pub fn run(runs: usize) -> Result<()> {
     let out = out_dir();
     let cairn = Config::from_out(&out, "initramfs.img")?;
+    let cairn_uefi = Config::uefi(&out, "cairn.qcow2")?;
     let base_cmdline = std::fs::read_to_string(out.join("cmdline"))?;
     // The same kernel arguments; the busybox init ignores Cairn's.
     let mut busybox = Config::kernel_only(&out, "bench-busybox.img", base_cmdline.trim())?;
     busybox.allow_reboot = false;
-    let mut results: Vec<(&str, Vec<Sample>)> = vec![("cairn-init", Vec::new()), ("busybox init (lower bound)", Vec::new())];
+    let mut results: Vec<(&str, Vec<Sample>)> = vec![
+        ("cairn-init, direct kernel boot, verity root from disk", Vec::new()),
+        ("busybox init (lower bound), direct kernel boot", Vec::new()),
+        ("cairn-init, UEFI: OVMF + systemd-boot", Vec::new()),
+    ];
     for i in 0..runs {
         eprintln!("bench: run {}/{runs}", i + 1);
         results[0].1.push(boot_cairn(&cairn)?);
         results[1].1.push(boot_busybox(&busybox)?);
+        results[2].1.push(boot_cairn(&cairn_uefi)?);
     }
     println!();
-    println!("Boot to ready, {runs} boots each, medians (QEMU TCG, 1 vCPU, 512 MiB, direct kernel boot)");
-    println!("| init | guest boot_ms | host ms to ready line | PID 1 rss_kb |");
+    sizes(&out)?;
+    println!("Boot to ready, {runs} boots each, medians (QEMU TCG, 1 vCPU, 512 MiB)");
+    println!("| boot | guest boot_ms | host ms to ready line | PID 1 rss_kb |");
     println!("| --- | ---: | ---: | ---: |");
     for (name, s) in &results {
         println!(
@@ -76,6 +110,7 @@ pub fn run(runs: usize) -> Result<()> {
     let b = median(results[1].1.iter().map(|x| x.guest_ms).collect());
     println!();
     println!("cairn-init is {:.0} ms behind the bare busybox init (target: within 300 ms)", c - b);
-    println!("guest boot_ms: CLOCK_BOOTTIME at the ready line (busybox: /proc/uptime, 10 ms steps)");
+    println!("guest boot_ms: CLOCK_BOOTTIME at the ready line (busybox: /proc/uptime, 10 ms steps);");
+    println!("it starts with the kernel, so firmware and boot loader show only in the host column.");
     Ok(())
 }

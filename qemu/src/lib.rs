@@ -119,6 +119,12 @@ impl Config {
         self
     }
 
+    /// Boots from this disk file instead of a throwaway overlay.
+    pub fn with_disk_file(mut self, path: &Path) -> Config {
+        self.disk = Some(Disk::File(path.to_path_buf()));
+        self
+    }
+
     /// The debug image with its shell turned on, on the second serial port.
     pub fn with_debug_shell(mut self) -> Config {
         self.debug_port = true;
@@ -143,6 +149,44 @@ fn run_tool(cmd: &mut Command, what: &str) -> Result<()> {
         return Err(Error::Qmp(format!("{what} failed: {}", String::from_utf8_lossy(&out.stderr))));
     }
     Ok(())
+}
+
+/// A qcow2 overlay at `path` on `base`: a disk a test may change, and keep
+/// across machines, without touching `out/`.
+pub fn make_overlay(base: &Path, path: &Path) -> Result<()> {
+    let base = std::fs::canonicalize(base)?;
+    let _ = std::fs::remove_file(path);
+    run_tool(
+        Command::new("qemu-img").args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"]).arg(&base).arg(path),
+        "qemu-img create",
+    )
+}
+
+/// Runs `qemu-img` with these arguments (resize, info...).
+pub fn qemu_img(args: &[&str]) -> Result<()> {
+    run_tool(Command::new("qemu-img").args(args), "qemu-img")
+}
+
+/// A scratch directory for one test, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    pub fn new(name: &str) -> Result<Scratch> {
+        let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("cairn-test-{name}-{}-{id}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The repository's `out/` directory, found from this crate's location.
