@@ -66,7 +66,7 @@ pub fn etc_skeleton(t: &mut Tree) -> Result<()> {
     Ok(())
 }
 
-pub fn tree(init: &Path, kernel: &Path, debroot: &Path) -> Result<Tree> {
+pub fn tree(init: &Path, ctl: &Path, kernel: &Path, debroot: &Path, services_dir: &Path) -> Result<Tree> {
     let mut t = Tree::default();
     for d in ["/dev", "/proc", "/sys", "/run", "/tmp", "/var", "/root", "/mnt", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64"] {
         t.dir(d, if d == "/tmp" { 0o1777 } else if d == "/root" { 0o700 } else { 0o755 })?;
@@ -77,6 +77,9 @@ pub fn tree(init: &Path, kernel: &Path, debroot: &Path) -> Result<Tree> {
     let init_bytes = std::fs::read(init).with_context(|| format!("Cannot read {}", init.display()))?;
     t.file("/usr/bin/cairn-init", 0o755, init_bytes)?;
     t.symlink("/usr/sbin/init", "../bin/cairn-init")?;
+    let ctl_bytes = std::fs::read(ctl).with_context(|| format!("Cannot read {}", ctl.display()))?;
+    t.file("/usr/bin/cairnctl", 0o755, ctl_bytes)?;
+    crate::services::add(&mut t, services_dir, debroot)?;
     etc_skeleton(&mut t)?;
     kmods::add(&mut t, kernel, "/usr/lib/modules", |_| true)?;
     for (src, dst) in elfdeps::closure(debroot, DEBIAN_BINARIES)? {

@@ -64,6 +64,10 @@ pub struct Settings {
     pub verity: Option<Verity>,
     /// `cairn.root_timeout=SECONDS`: how long stage 1 waits for the root partition.
     pub root_timeout: Duration,
+    /// `cairn.enable=a,b`: turn on services shipped off (like `admin`).
+    pub enable: Vec<String>,
+    /// `cairn.disable=a,b`: turn off services shipped on.
+    pub disable: Vec<String>,
 }
 
 impl Default for Settings {
@@ -83,6 +87,8 @@ impl Default for Settings {
             slot: None,
             verity: None,
             root_timeout: Duration::from_secs(30),
+            enable: Vec::new(),
+            disable: Vec::new(),
         }
     }
 }
@@ -260,6 +266,8 @@ pub fn parse(cmdline: &str) -> (Settings, Vec<Warning>) {
                 Ok(d) => s.root_timeout = d,
                 Err(p) => bad(p, format!("{}", s.root_timeout.as_secs())),
             },
+            "enable" => s.enable = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+            "disable" => s.disable = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
             "modules" => {
                 s.modules = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect()
             }

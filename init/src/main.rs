@@ -7,7 +7,10 @@
 //! in sync and reboot.
 
 mod cmdline;
+mod control;
 mod disk;
+mod health;
+mod logs;
 mod log;
 mod modules;
 mod mounts;
@@ -15,10 +18,12 @@ mod net;
 mod power;
 mod reaper;
 mod supervisor;
+mod services;
 mod sys;
 
 use cmdline::{NetMode, Settings};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -37,6 +42,13 @@ enum Action {
 }
 
 struct Init {
+    boot_started: Instant,
+    warned_not_ready: bool,
+    control: Option<control::Control>,
+    logs: logs::Logs,
+    kmsg: Option<std::fs::File>,
+    health_tx: Option<mpsc::Sender<health::Request>>,
+    health_rx: Option<mpsc::Receiver<health::Outcome>>,
     settings: Settings,
     signals: OwnedFd,
     acpi: Option<power::AcpiListener>,
@@ -145,6 +157,7 @@ fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
         Ok(p) => p,
         Err(e) => panic!("cannot create the wake pipe: {e}"),
     };
+    let health_wake = wake_wr.try_clone();
     let net = match net::spawn(&settings, wake_wr) {
         Ok(rx) => Some(rx),
         Err(e) => {
@@ -165,7 +178,30 @@ fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
     };
 
     let now = Instant::now();
-    let mut supervisor = supervisor::Supervisor::new(supervisor::Backoff::default());
+    let mut supervisor = supervisor::Supervisor::new();
+    for spec in services::load(&settings.enable, &settings.disable) {
+        supervisor.add(spec, now);
+    }
+    let (health_tx, health_rx) = match health_wake.and_then(health::spawn) {
+        Ok((tx, rx)) => (Some(tx), Some(rx)),
+        Err(e) => {
+            error!("no TCP/HTTP health checks: cannot start their thread: {e}");
+            (None, None)
+        }
+    };
+    let control = match control::Control::open() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            error!("no control socket at {}: {e}", control::SOCKET);
+            None
+        }
+    };
+    let kmsg = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/kmsg")
+        .ok();
+    let logs = logs::Logs::new(stage2 && sys::is_mountpoint(Path::new("/var")));
     if settings.debug_shell {
         let shell = [format!("{}/sh", disk::DEBUG_BIN), "/bin/sh".to_string()].into_iter().find(|p| Path::new(p).exists());
         if let Some(shell) = shell {
@@ -177,6 +213,13 @@ fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
     }
 
     Init {
+        boot_started: now,
+        warned_not_ready: false,
+        control,
+        logs,
+        kmsg,
+        health_tx,
+        health_rx,
         net_deadline: now + settings.net_timeout + Duration::from_secs(1),
         settings,
         signals,
@@ -240,8 +283,6 @@ fn machine_id() -> std::io::Result<()> {
 
 fn debug_shell_spec(settings: &Settings, shell: &str) -> supervisor::Spec {
     supervisor::Spec {
-        name: "debug-shell".into(),
-        argv: vec![shell.into()],
         env: vec![
             ("PATH".into(), format!("{}:/bin:/sbin:/usr/bin:/usr/sbin", disk::DEBUG_BIN)),
             ("HOME".into(), "/".into()),
@@ -249,10 +290,11 @@ fn debug_shell_spec(settings: &Settings, shell: &str) -> supervisor::Spec {
             ("PS1".into(), "cairn# ".into()),
         ],
         tty: Some(settings.debug_tty.clone()),
-        // An interactive shell ignores SIGTERM; a hang-up ends it.
-        stop_signal: libc::SIGHUP,
-        stop_timeout: Duration::from_secs(2),
-        service: false,
+        // An interactive busybox shell ignores SIGTERM and SIGHUP; it holds
+        // nothing that needs a clean stop.
+        stop_signal: libc::SIGKILL,
+        stop_timeout: Duration::from_secs(1),
+        ..supervisor::Spec::process("debug-shell", vec![shell.into()])
     }
 }
 
@@ -304,18 +346,42 @@ fn rss_kb() -> u64 {
 impl Init {
     fn run(&mut self) -> ! {
         loop {
-            self.supervisor.start_due(Instant::now(), &mut supervisor::RealSpawner, &mut self.registry);
+            let now = Instant::now();
+            self.supervisor.start_due(now, &mut supervisor::RealSpawner, &mut self.registry);
+            self.supervisor.check_timeouts(now);
+            for req in self.supervisor.checks_due(now, &mut supervisor::RealSpawner, &mut self.registry) {
+                if let Some(tx) = &self.health_tx {
+                    let _ = tx.send(req);
+                }
+            }
             self.maybe_ready();
             let now = Instant::now();
             let mut deadline = self.supervisor.next_deadline();
-            if !self.ready && self.net_status.is_none() {
-                deadline = Some(deadline.map_or(self.net_deadline, |d| d.min(self.net_deadline)));
+            if !self.ready {
+                let wake = if self.net_status.is_none() { self.net_deadline } else { now + Duration::from_secs(5) };
+                deadline = Some(deadline.map_or(wake, |d| d.min(wake)));
             }
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
+            // What each polled fd is: the order below.
             let mut fds = vec![self.signals.as_raw_fd(), self.wake.as_raw_fd()];
+            let acpi_at = fds.len();
             if let Some(a) = &self.acpi {
                 fds.push(a.raw_fd());
             }
+            let kmsg_at = fds.len();
+            if let Some(k) = &self.kmsg {
+                fds.push(k.as_raw_fd());
+            }
+            let control_at = fds.len();
+            let control_n = self.control.as_ref().map_or(0, |c| {
+                let f = c.fds();
+                let n = f.len();
+                fds.extend(f);
+                n
+            });
+            let outputs_at = fds.len();
+            let outputs = self.supervisor.outputs();
+            fds.extend(outputs.iter().map(|(fd, _, _)| *fd));
             let readable = match sys::poll_readable(&fds, timeout) {
                 Ok(r) => r,
                 Err(e) => {
@@ -330,10 +396,133 @@ impl Init {
             if readable[1] {
                 self.on_wake();
             }
-            if readable.get(2) == Some(&true) {
+            if self.acpi.is_some() && readable[acpi_at] {
                 self.on_acpi();
             }
+            if self.kmsg.is_some() && readable[kmsg_at] {
+                self.on_kmsg();
+            }
+            if readable[control_at..control_at + control_n].iter().any(|r| *r) {
+                self.on_control();
+            }
+            for (i, (fd, idx, stream)) in outputs.iter().enumerate() {
+                if readable[outputs_at + i] {
+                    self.on_output(*fd, *idx, *stream);
+                }
+            }
         }
+    }
+
+    fn on_output(&mut self, fd: std::os::fd::RawFd, idx: usize, stream: u8) {
+        let mut buf = [0u8; 8192];
+        // SAFETY: reading into a valid local buffer from a non-blocking pipe
+        // the supervisor owns; it stays open until close_output below.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        let name = self.supervisor.name(idx).unwrap_or("?").to_string();
+        if n > 0 {
+            self.logs.feed(&name, stream, &buf[..n as usize]);
+        } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
+            self.supervisor.close_output(idx, fd);
+        }
+    }
+
+    fn on_kmsg(&mut self) {
+        let Some(k) = self.kmsg.as_mut() else { return };
+        let mut buf = [0u8; 8192];
+        loop {
+            match std::io::Read::read(k, &mut buf) {
+                Ok(n) if n > 0 => {
+                    let rec = String::from_utf8_lossy(&buf[..n]);
+                    // "prio,seq,usec,flags;message"
+                    let (head, msg) = rec.split_once(';').unwrap_or(("", &rec));
+                    let usec: u64 = head.split(',').nth(2).and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let line = format!("{:>5}.{:06} {}", usec / 1_000_000, usec % 1_000_000, msg.lines().next().unwrap_or(""));
+                    self.logs.line("kernel", &line);
+                }
+                Ok(_) => break,
+                // EPIPE: records were overwritten before we read them; go on.
+                Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn on_control(&mut self) {
+        let Some(c) = self.control.as_mut() else { return };
+        for (stream, req) in c.poll() {
+            let req = match req {
+                Ok(r) => r,
+                Err(e) => {
+                    control::answer(stream, Err(e));
+                    continue;
+                }
+            };
+            match req {
+                control::Request::List => {
+                    let mut t = format!("{:<16} {:<22} {:>7} {:>8} {:>9}  {}\n", "NAME", "STATE", "PID", "RESTARTS", "UPTIME", "HEALTH");
+                    for r in self.supervisor.rows(Instant::now()) {
+                        t.push_str(&format!(
+                            "{:<16} {:<22} {:>7} {:>8} {:>9}  {}\n",
+                            r.name,
+                            r.state,
+                            r.pid.map_or("-".into(), |p| p.to_string()),
+                            r.restarts,
+                            r.uptime.map_or("-".into(), |u| format!("{}s", u.as_secs())),
+                            r.health
+                        ));
+                    }
+                    control::answer(stream, Ok(t));
+                }
+                control::Request::Logs(name) => {
+                    let known = name == "kernel" || self.supervisor.container(&name).is_some() || self.supervisor.knows(&name);
+                    let text = self.logs.text(&name).or_else(|| known.then(String::new));
+                    control::answer(stream, text.ok_or_else(|| format!("no service named {name}")));
+                }
+                control::Request::Follow(name) => {
+                    let text = self.logs.text(&name).unwrap_or_default();
+                    if let Ok(s2) = stream.try_clone() {
+                        control::answer(stream, Ok(text));
+                        self.logs.follow(&name, s2);
+                    }
+                }
+                control::Request::Restart(name) => {
+                    let r = self.supervisor.restart(&name, &mut self.registry, &mut supervisor::RealSpawner);
+                    control::answer(stream, r.map(|()| format!("restarting {name}\n")));
+                }
+                control::Request::Exec(name, argv) => self.exec_in(stream, &name, &argv),
+                control::Request::Reboot => {
+                    control::answer(stream, Ok("rebooting\n".into()));
+                    self.shutdown(Action::Reboot, "cairnctl reboot");
+                }
+                control::Request::PowerOff => {
+                    control::answer(stream, Ok("powering off\n".into()));
+                    self.shutdown(Action::PowerOff, "cairnctl poweroff");
+                }
+            }
+        }
+    }
+
+    /// `cairnctl exec`: `crun exec` with the client's connection as its output.
+    fn exec_in(&mut self, stream: std::os::unix::net::UnixStream, name: &str, argv: &[String]) {
+        let Some(id) = self.supervisor.container(name) else {
+            return control::answer(stream, Err(format!("no service named {name}")));
+        };
+        let (Ok(out), Ok(err)) = (stream.try_clone(), stream.try_clone()) else {
+            return control::answer(stream, Err("cannot pass the connection on".into()));
+        };
+        let _ = std::io::Write::write_all(&mut &stream, b"ok\n");
+        let spawned = std::process::Command::new(supervisor::CRUN)
+            .args(["--root", supervisor::CRUN_ROOT, "exec", &id])
+            .args(argv)
+            .stdin(std::process::Stdio::null())
+            .stdout(OwnedFd::from(out))
+            .stderr(OwnedFd::from(err))
+            .spawn();
+        if let Err(e) = spawned {
+            let _ = std::io::Write::write_all(&mut &stream, format!("cannot run crun exec: {e}\n").as_bytes());
+        }
+        // The reaper takes the process as an orphan; its output went straight
+        // to the client, which sees the end when the process closes it.
     }
 
     fn on_signals(&mut self) {
@@ -341,7 +530,7 @@ impl Init {
             match sig as libc::c_int {
                 libc::SIGCHLD => {
                     for exit in self.registry.reap() {
-                        self.supervisor.on_exit(exit, Instant::now());
+                        self.supervisor.on_exit(exit, Instant::now(), &mut supervisor::RealSpawner);
                     }
                 }
                 libc::SIGTERM => self.shutdown(Action::PowerOff, "SIGTERM"),
@@ -366,6 +555,12 @@ impl Init {
         let mut buf = [0u8; 64];
         // SAFETY: reading into a valid local buffer from our non-blocking pipe.
         while unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+        if let Some(rx) = &self.health_rx {
+            let now = Instant::now();
+            while let Ok(o) = rx.try_recv() {
+                self.supervisor.on_check(o.service, o.seq, o.ok, &o.detail, now);
+            }
+        }
         let Some(rx) = &self.net else { return };
         while let Ok(status) = rx.try_recv() {
             if let net::Status::Failed(why) = &status {
@@ -378,7 +573,14 @@ impl Init {
     }
 
     fn maybe_ready(&mut self) {
-        if self.ready || !self.supervisor.all_started() {
+        if self.ready {
+            return;
+        }
+        if !self.supervisor.ready() {
+            if !self.warned_not_ready && self.boot_started.elapsed() > Duration::from_secs(60) {
+                self.warned_not_ready = true;
+                warn!("not ready after 60 s; waiting for: {}", self.supervisor.not_ready().join(", "));
+            }
             return;
         }
         let net_done = self.net_status.is_some()
@@ -409,7 +611,7 @@ impl Init {
     fn shutdown(&mut self, action: Action, reason: &str) -> ! {
         let verb = if action == Action::PowerOff { "power off" } else { "reboot" };
         warn!("shutdown: {reason}; will {verb}");
-        self.supervisor.stop_all(&mut self.registry);
+        self.supervisor.stop_all(&mut self.registry, &mut supervisor::RealSpawner);
 
         let _ = sys::kill(-1, libc::SIGTERM);
         let left = self.wait_children(self.settings.stop_timeout);
@@ -446,7 +648,7 @@ impl Init {
                 match sys::reap_one() {
                     Ok(Some((pid, status))) => {
                         if let Some(exit) = self.registry.take(pid, status) {
-                            self.supervisor.on_exit(exit, Instant::now());
+                            self.supervisor.on_exit(exit, Instant::now(), &mut supervisor::RealSpawner);
                         }
                     }
                     Ok(None) => break,

@@ -10,6 +10,8 @@ use std::collections::HashMap;
 pub enum Owner {
     /// A supervised process, by its index in the supervisor.
     Supervised(usize),
+    /// An exec health check of the supervised process at that index.
+    Check(usize),
 }
 
 /// An exit handed to its owner.

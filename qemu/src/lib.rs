@@ -485,6 +485,13 @@ impl Machine {
         Ok(())
     }
 
+    /// After the guest rebooted, the next command first waits for the new shell.
+    pub fn shell_restarted(&mut self) {
+        if let Some(s) = self.shell.as_mut() {
+            s.ready = false;
+        }
+    }
+
     /// Stops QEMU at once, like pulling the plug.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -183,7 +183,11 @@ fn two_builds_give_identical_images() {
     let raw = dir.path("cairn.raw");
     let (i, k) = (init.to_str().unwrap(), "build/kernel");
     run(&["initramfs", "--out", initramfs.to_str().unwrap(), "--init", i, "--kernel", k]);
-    run(&["root", "--out", root.to_str().unwrap(), "--init", i, "--kernel", k, "--debroot", "build/debroot"]);
+    let ctl = r.join("target/x86_64-unknown-linux-gnu/release/cairnctl");
+    run(&[
+        "root", "--out", root.to_str().unwrap(), "--init", i, "--cairnctl", ctl.to_str().unwrap(), "--kernel", k,
+        "--debroot", "build/debroot", "--services", "services",
+    ]);
     let cmdline = std::fs::read_to_string(out_dir().join("cmdline")).unwrap();
     let base = cmdline.split(" cairn.slot=").next().unwrap().to_string();
     run(&[

@@ -1,0 +1,95 @@
+//! cairnctl: local control of a Cairn machine through cairn-init's socket.
+//!
+//! ```text
+//! cairnctl list                      services with state, pid, restarts, uptime, health
+//! cairnctl logs NAME [-f]            a service's log (kernel: the kernel's), -f follows
+//! cairnctl restart NAME              stop and start a service
+//! cairnctl exec NAME -- CMD [ARG]... run a command inside a service's container
+//! cairnctl reboot | poweroff
+//! ```
+//!
+//! The protocol: one request line of tab-separated words; the answer starts
+//! with `ok` or `error: ...` and the rest is printed as it comes until init
+//! closes the connection.
+
+use anyhow::{bail, Context, Result};
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+
+const SOCKET: &str = "/run/cairn/control.sock";
+
+fn usage() -> ! {
+    eprintln!("usage: cairnctl list | logs NAME [-f] | restart NAME | exec NAME -- CMD [ARG]... | reboot | poweroff");
+    std::process::exit(2);
+}
+
+fn request(args: &[String]) -> Result<Vec<String>> {
+    let words: Vec<String> = match args.first().map(String::as_str) {
+        Some("list") | Some("reboot") | Some("poweroff") if args.len() == 1 => args.to_vec(),
+        Some("restart") if args.len() == 2 => args.to_vec(),
+        Some("logs") => match &args[1..] {
+            [name] => vec!["logs".into(), name.clone()],
+            [name, f] | [f, name] if f == "-f" => vec!["logs-follow".into(), name.clone()],
+            _ => usage(),
+        },
+        Some("exec") => {
+            let name = args.get(1).cloned().unwrap_or_else(|| usage());
+            let rest = &args[2..];
+            let cmd = match rest.first().map(String::as_str) {
+                Some("--") => &rest[1..],
+                _ => rest,
+            };
+            if cmd.is_empty() {
+                usage();
+            }
+            let mut w = vec!["exec".to_string(), name];
+            w.extend(cmd.iter().cloned());
+            w
+        }
+        _ => usage(),
+    };
+    if words.iter().any(|w| w.contains('\t') || w.contains('\n')) {
+        bail!("arguments may not contain tabs or newlines");
+    }
+    Ok(words)
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let words = request(&args)?;
+    let mut stream = UnixStream::connect(SOCKET).with_context(|| format!("Cannot reach cairn-init at {SOCKET}"))?;
+    stream.write_all(format!("{}\n", words.join("\t")).as_bytes())?;
+    let mut reader = BufReader::new(stream);
+    let mut first = String::new();
+    reader.read_line(&mut first).context("cairn-init closed the connection without answering")?;
+    let first = first.trim_end();
+    if let Some(err) = first.strip_prefix("error: ") {
+        bail!("{err}");
+    }
+    if first != "ok" {
+        bail!("unexpected answer from cairn-init: {first}");
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        let n = reader.read_until(b'\n', &mut line)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&line)?;
+        out.flush()?;
+    }
+    Ok(())
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("cairnctl: {e}");
+        for cause in e.chain().skip(1) {
+            eprintln!("  {cause}");
+        }
+        std::process::exit(1);
+    }
+}

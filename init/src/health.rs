@@ -1,0 +1,116 @@
+//! TCP and HTTP health probes, made on a worker thread so a slow or silent
+//! service never holds up PID 1. Exec probes run as children of init instead
+//! (`crun exec`), owned through the reaper.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::sync::mpsc;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum Probe {
+    Tcp { host: String, port: u16 },
+    Http { host: String, port: u16, path: String },
+}
+
+pub struct Request {
+    pub service: usize,
+    pub seq: u64,
+    pub probe: Probe,
+    pub timeout: Duration,
+}
+
+pub struct Outcome {
+    pub service: usize,
+    pub seq: u64,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
+    let addr: SocketAddr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("no address for {host}"))?;
+    let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = s.set_read_timeout(Some(timeout));
+    let _ = s.set_write_timeout(Some(timeout));
+    Ok(s)
+}
+
+/// Runs one probe; Ok with a short description, or why it failed.
+pub fn run(probe: &Probe, timeout: Duration) -> Result<String, String> {
+    match probe {
+        Probe::Tcp { host, port } => connect(host, *port, timeout).map(|_| format!("tcp {host}:{port} open")),
+        Probe::Http { host, port, path } => {
+            let mut s = connect(host, *port, timeout)?;
+            let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: cairn-init\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
+            let mut head = [0u8; 64];
+            let n = s.read(&mut head).map_err(|e| format!("read: {e}"))?;
+            let status = String::from_utf8_lossy(&head[..n]);
+            let code = status.split_whitespace().nth(1).unwrap_or("");
+            if code.starts_with('2') && code.len() == 3 {
+                Ok(format!("http {code}"))
+            } else {
+                Err(format!("http status {:?}", status.lines().next().unwrap_or("")))
+            }
+        }
+    }
+}
+
+/// Starts the worker; answers come on the returned channel, and a byte on
+/// `wake` tells the main loop to look.
+pub fn spawn(wake: OwnedFd) -> std::io::Result<(mpsc::Sender<Request>, mpsc::Receiver<Outcome>)> {
+    let (req_tx, req_rx) = mpsc::channel::<Request>();
+    let (out_tx, out_rx) = mpsc::channel();
+    std::thread::Builder::new().name("health".into()).stack_size(128 * 1024).spawn(move || {
+        for r in req_rx {
+            let result = run(&r.probe, r.timeout);
+            let (ok, detail) = match result {
+                Ok(d) => (true, d),
+                Err(d) => (false, d),
+            };
+            if out_tx.send(Outcome { service: r.service, seq: r.seq, ok, detail }).is_err() {
+                return;
+            }
+            // SAFETY: writing one byte from a valid buffer to a pipe we own.
+            unsafe { libc::write(wake.as_raw_fd(), [1u8].as_ptr().cast(), 1) };
+        }
+    })?;
+    Ok((req_tx, out_rx))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn tcp_probe_sees_open_and_closed_ports() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        assert!(run(&Probe::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(1)).is_ok());
+        drop(l);
+        assert!(run(&Probe::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn http_probe_wants_a_2xx() {
+        for (answer, ok) in [("HTTP/1.0 204 No Content\r\n\r\n", true), ("HTTP/1.0 503 Busy\r\n\r\n", false)] {
+            let l = TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let t = std::thread::spawn(move || {
+                let (mut s, _) = l.accept().unwrap();
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf);
+                s.write_all(answer.as_bytes()).unwrap();
+            });
+            let r = run(&Probe::Http { host: "127.0.0.1".into(), port, path: "/h".into() }, Duration::from_secs(2));
+            assert_eq!(r.is_ok(), ok, "{r:?}");
+            t.join().unwrap();
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! System services as OCI containers under cairn-init: the shipped chrony,
+//! restarts with back-off, crash loops, memory and pids limits, dependency
+//! order, shutdown order, logs through cairnctl, and bad spec files.
+//!
+//! Test services are written to STATE (/var/lib/cairn/services) through the
+//! debug shell and use the admin container's busybox root; a reboot loads them.
+
+use cairn_qemu::{out_dir, Config, Machine};
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(180);
+const EXIT: Duration = Duration::from_secs(90);
+const BUSYBOX_ROOT: &str = "/usr/lib/cairn/rootfs/admin";
+
+fn debug() -> Config {
+    Config::from_out(&out_dir(), "initramfs-debug.img").expect("make image ran").with_debug_shell()
+}
+
+/// Boots, installs the given specs (name, TOML), reboots into them.
+fn boot_with(specs: &[(&str, String)]) -> Machine {
+    let mut m = Machine::start(&debug()).expect("QEMU starts");
+    m.wait_for("cairn-init: ready", BOOT).expect("first boot");
+    let mut script = String::from("mkdir -p /var/lib/cairn/services\n");
+    for (name, toml) in specs {
+        script.push_str(&format!("cat > /var/lib/cairn/services/{name}.toml <<'SPEC'\n{toml}\nSPEC\n"));
+    }
+    script.push_str("sync");
+    m.sh_ok(&script).expect("specs written");
+    m.sh_send("cairnctl reboot").unwrap();
+    m.wait_for("shutdown: cairnctl reboot; will reboot", EXIT).expect("reboot through cairnctl");
+    m.shell_restarted();
+    m
+}
+
+fn spec(command: &str, extra: &str) -> String {
+    format!("rootfs = \"{BUSYBOX_ROOT}\"\ncommand = [\"/bin/sh\", \"-c\", \"{command}\"]\n{extra}")
+}
+
+/// Polls a service's log until it holds `needle` (services write after start).
+fn wait_log(m: &mut Machine, name: &str, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let logs = m.sh_ok(&format!("cairnctl logs {name}")).unwrap();
+        if logs.contains(needle) || std::time::Instant::now() > deadline {
+            return logs;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Retries a shell command until it succeeds (a container takes a moment to start).
+fn wait_sh(m: &mut Machine, cmd: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (out, code) = m.sh(cmd).unwrap();
+        if code == 0 {
+            return out;
+        }
+        assert!(std::time::Instant::now() < deadline, "`{cmd}` kept failing: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn list_row(m: &mut Machine, name: &str) -> Vec<String> {
+    let list = m.sh_ok("cairnctl list").unwrap();
+    list.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("{name} not in cairnctl list:\n{list}"))
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn chrony_ships_running_with_only_cap_sys_time() {
+    let mut m = Machine::start(&debug()).unwrap();
+    let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
+    assert!(ready.contains("services=1"), "{ready}");
+    let row = list_row(&mut m, "chrony");
+    assert_eq!(row[1], "running", "{row:?}");
+    let pid = wait_sh(&mut m, "pidof chronyd").trim().to_string();
+    let caps = m.sh_ok(&format!("grep CapEff /proc/{pid}/status")).unwrap();
+    assert!(caps.trim().ends_with("0000000002000000"), "only CAP_SYS_TIME (bit 25): {caps}");
+    let cg = m.sh_ok(&format!("cat /proc/{pid}/cgroup")).unwrap();
+    assert_eq!(cg.trim(), "0::/cairn/chrony", "own cgroup");
+    let mem = m.sh_ok("cat /sys/fs/cgroup/cairn/chrony/memory.max").unwrap();
+    assert_eq!(mem.trim(), (32u64 << 20).to_string());
+    let logs = wait_log(&mut m, "chrony", "chronyd version 4.3");
+    assert!(logs.contains("chronyd version 4.3"), "chrony's stderr is in its log:\n{logs}");
+    assert!(m.sh_ok("ls /var/log/cairn").unwrap().contains("chrony.log"));
+    // Killed, it comes back with back-off, and the restart is counted.
+    m.sh_ok(&format!("kill -9 {pid}")).unwrap();
+    let line = m.wait_for("WARN chrony pid=", EXIT).unwrap();
+    assert!(line.contains("restart 1 in 0.5s"), "{line}");
+    m.wait_for("started chrony", EXIT).unwrap();
+    let row = list_row(&mut m, "chrony");
+    assert_eq!((row[1].as_str(), row[3].as_str()), ("running", "1"), "{row:?}");
+    let kernel = m.sh_ok("cairnctl logs kernel").unwrap();
+    assert!(kernel.contains("cairn-init"), "kernel messages are kept too");
+}
+
+#[test]
+fn a_crash_loop_backs_off_and_leaves_the_rest_alone() {
+    let mut m = boot_with(&[
+        ("crashy", spec("echo crashing; exit 3", "")),
+        ("steady", spec("exec sleep 100000", "")),
+    ]);
+    // A crash loop never becomes ready, so wait for the loop itself.
+    m.wait_for("WARN crashy pid=", BOOT).unwrap();
+    let l1 = m.wait_for("WARN crashy pid=", EXIT).unwrap();
+    let l2 = m.wait_for("WARN crashy pid=", EXIT).unwrap();
+    let l3 = m.wait_for("WARN crashy pid=", EXIT).unwrap();
+    assert!(l1.contains("failed with status 3") && l1.contains("in 1.0s"), "{l1}");
+    assert!(l2.contains("in 2.0s"), "{l2}");
+    assert!(l3.contains("in 4.0s"), "{l3}");
+    let steady = list_row(&mut m, "steady");
+    assert_eq!((steady[1].as_str(), steady[3].as_str()), ("running", "0"), "{steady:?}");
+    let chrony = list_row(&mut m, "chrony");
+    assert_eq!(chrony[3], "0", "{chrony:?}");
+    let logs = m.sh_ok("cairnctl logs crashy").unwrap();
+    assert!(logs.matches("crashing").count() >= 3, "{logs}");
+    let (out, code) = m.sh("cairnctl logs nosuch").unwrap();
+    assert_ne!(code, 0);
+    assert!(out.contains("no service named nosuch"), "{out}");
+}
+
+#[test]
+fn memory_and_pids_limits_hold_inside_the_service_cgroup() {
+    let mut m = boot_with(&[
+        ("hog", spec("exec dd if=/dev/zero of=/dev/null bs=96M count=1", "[limits]\nmemory_max = \"32M\"\n[restart]\npolicy = \"never\"")),
+        ("bomb", spec("while true; do sleep 1000 & done", "[limits]\npids_max = 20\n[restart]\npolicy = \"never\"")),
+    ]);
+    let line = m.wait_for("WARN hog pid=", BOOT).expect("the hog ends");
+    assert!(line.contains("failed with"), "{line}");
+    let kernel = m.sh_ok("cairnctl logs kernel").unwrap();
+    assert!(kernel.contains("oom-kill") && kernel.contains("/cairn/hog"), "OOM kill inside the hog's cgroup:\n{kernel}");
+    // busybox's shell gives up at the first refused fork, which ends the bomb.
+    // It may have ended before the hog; look through the whole console.
+    let deadline = std::time::Instant::now() + BOOT;
+    let line = loop {
+        if let Some(l) = m.console.lines().into_iter().find(|l| l.contains("WARN bomb pid=")) {
+            break l;
+        }
+        assert!(std::time::Instant::now() < deadline, "the fork bomb never ended");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(line.contains("failed with"), "{line}");
+    let logs = wait_log(&mut m, "bomb", "can't fork");
+    assert!(logs.contains("can't fork"), "pids.max refused the fork:\n{logs}");
+    assert!(!m.sh_ok("ls /sys/fs/cgroup/cairn").unwrap().contains("bomb"), "its cgroup is gone with it");
+    // Init and the others are untouched.
+    assert_eq!(list_row(&mut m, "chrony")[1], "running");
+    assert_eq!(m.sh_ok("echo alive").unwrap().trim(), "alive");
+}
+
+#[test]
+fn depends_on_healthy_orders_starts_and_shutdown_goes_in_reverse() {
+    let mut m = boot_with(&[
+        ("db", spec(
+            "sleep 2; touch /tmp/ready; exec sleep 100000",
+            "[[mounts]]\ntype = \"tmpfs\"\ndestination = \"/tmp\"\n[health]\nexec = [\"/bin/test\", \"-f\", \"/tmp/ready\"]\ninterval_ms = 500",
+        )),
+        ("app", spec("trap '' TERM; exec sleep 100000", "[depends_on]\ndb = \"healthy\"\n[stop]\ntimeout_s = 2")),
+    ]);
+    let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
+    assert!(ready.contains("services=3"), "{ready}");
+    let console = m.console.text();
+    let healthy = console.rfind("db is healthy").expect("db became healthy");
+    let app = console.rfind("started app").expect("app started");
+    assert!(healthy < app, "app must start after db is healthy:\n{console}");
+    assert_eq!(list_row(&mut m, "db")[5], "healthy");
+
+    m.press_power_button().unwrap();
+    m.wait_for("clean shutdown complete, powering off", EXIT).unwrap();
+    let console = m.console.text();
+    let tail = &console[console.rfind("shutdown: ACPI power button").unwrap()..];
+    let order: Vec<usize> = ["stopping app", "stopping db", "stopping chrony"].iter().map(|s| tail.find(s).unwrap_or(usize::MAX)).collect();
+    assert!(order[0] < order[1] && order[1] < order[2], "reverse order of start:\n{tail}");
+    assert!(tail.contains("app pid=") && tail.contains("did not stop within 2s; killing it"), "{tail}");
+}
+
+#[test]
+fn a_bad_spec_is_named_with_file_and_key_and_the_rest_boots() {
+    let mut m = boot_with(&[("bad", spec("exec sleep 1000", "comand = \"typo\"")), ("good", spec("echo hello from good; exec sleep 100000", ""))]);
+    let err = m.wait_for("service spec rejected", BOOT).unwrap();
+    assert!(err.contains("/var/lib/cairn/services/bad.toml") && err.contains("comand"), "{err}");
+    let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
+    assert!(ready.contains("services=2"), "chrony and good: {ready}");
+    let logs = wait_log(&mut m, "good", "hello from good");
+    assert!(logs.contains("hello from good"), "{logs}");
+    let file = m.sh_ok("cat /var/log/cairn/good.log").unwrap();
+    assert!(file.contains("hello from good"), "{file}");
+}
+
+#[test]
+fn the_admin_container_is_off_by_default_and_on_by_configuration() {
+    let mut m = Machine::start(&debug().append("cairn.enable=admin")).unwrap();
+    let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
+    assert!(ready.contains("services=2"), "{ready}");
+    let ps = m.sh_ok("cairnctl exec admin -- ps").unwrap();
+    assert!(ps.contains("chronyd"), "admin sees the host's processes:\n{ps}");
+    drop(m);
+    let mut m = Machine::start(&debug()).unwrap();
+    m.wait_for("cairn-init: ready", BOOT).unwrap();
+    let list = m.sh_ok("cairnctl list").unwrap();
+    assert!(!list.contains("admin"), "{list}");
+}
