@@ -9,6 +9,7 @@ KERNEL_DIR := build/kernel
 DEBROOT := build/debroot
 INIT_BIN := target/$(TARGET)/release/cairn-init
 CTL_BIN := target/$(TARGET)/release/cairnctl
+SVCLOAD_BIN := target/$(TARGET)/release/cairn-svcload
 # The embedded default configuration: serial console, quiet kernel, reboot 5 s
 # after a kernel panic, and LSMs picked so AppArmor stays off (Docker needs it so).
 CMDLINE := console=ttyS0 quiet panic=5 lsm=landlock,lockdown,yama,integrity,bpf
@@ -27,7 +28,7 @@ kernel: deps
 	@$(CARGO) run -q --release -p cairn-kconfig -- check $(KERNEL_DIR)/boot/config-$(RELEASE)
 
 build: deps
-	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl
+	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload
 	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
 
 debs: deps
@@ -41,7 +42,7 @@ image: kernel debs build
 	$(IMAGE) initramfs --out out/initramfs-debug.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --busybox /bin/busybox
 	$(IMAGE) initramfs --out out/bench-busybox.img --init bench/busybox-init --busybox /bin/busybox
 	cp $(KERNEL_DIR)/boot/vmlinuz-$(RELEASE) out/vmlinuz
-	$(IMAGE) root --out build/root.img --init $(INIT_BIN) --cairnctl $(CTL_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --services services
+	$(IMAGE) root --out build/root.img --init $(INIT_BIN) --cairnctl $(CTL_BIN) --svcload $(SVCLOAD_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --services services
 	$(IMAGE) disk --out out/cairn.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs.img \
 		--cmdline "$(CMDLINE)" --cmdline-out out/cmdline --qcow2 out/cairn.qcow2
 	$(IMAGE) disk --out build/cairn-debug.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs-debug.img \

@@ -3,7 +3,7 @@
 //! ```text
 //! cairn-image initramfs --out FILE --init BIN [--kernel DIR] [--busybox BIN]
 //!                       [--file SRC:DST[:MODE]]...
-//! cairn-image root      --out FILE --init BIN --cairnctl BIN --kernel DIR
+//! cairn-image root      --out FILE --init BIN --cairnctl BIN --svcload BIN --kernel DIR
 //!                       --debroot DIR --services DIR
 //! cairn-image disk      --out RAW --root FILE --vmlinuz FILE --initramfs FILE
 //!                       --cmdline ARGS [--cmdline-out FILE] [--qcow2 FILE]
@@ -92,7 +92,7 @@ fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("initramfs") => initramfs(Args::parse(args, &["out", "init", "kernel", "busybox", "file"])?),
-        Some("root") => root(Args::parse(args, &["out", "init", "cairnctl", "kernel", "debroot", "services"])?),
+        Some("root") => root(Args::parse(args, &["out", "init", "cairnctl", "svcload", "kernel", "debroot", "services"])?),
         Some("disk") => disk_cmd(Args::parse(
             args,
             &["out", "root", "vmlinuz", "initramfs", "cmdline", "cmdline-out", "qcow2", "bootloader"],
@@ -156,7 +156,7 @@ fn initramfs(a: Args) -> Result<()> {
 /// verity parameters go beside it in `<out>.verity`.
 fn root(a: Args) -> Result<()> {
     let out = a.path("out")?;
-    let t = rootfs::tree(&a.path("init")?, &a.path("cairnctl")?, &a.path("kernel")?, &a.path("debroot")?, &a.path("services")?)?;
+    let t = rootfs::tree(&a.path("init")?, &[(a.path("cairnctl")?, "/usr/bin/cairnctl"), (a.path("svcload")?, "/usr/bin/cairn-svcload")], &a.path("kernel")?, &a.path("debroot")?, &a.path("services")?)?;
     let staging = out.with_extension("staging");
     let (bytes, info) = rootfs::build_image(&t, &staging, epoch()?)?;
     let _ = std::fs::remove_dir_all(&staging);

@@ -44,7 +44,7 @@ impl VerityInfo {
 }
 
 /// Merged /usr: what Debian puts in /lib64 or /lib lives under /usr.
-fn usr_path(dst: &str) -> String {
+pub(crate) fn usr_path(dst: &str) -> String {
     for (from, to) in [("/lib64/", "/usr/lib64/"), ("/lib/", "/usr/lib/"), ("/bin/", "/usr/bin/"), ("/sbin/", "/usr/sbin/")] {
         if let Some(rest) = dst.strip_prefix(from) {
             return format!("{to}{rest}");
@@ -66,7 +66,7 @@ pub fn etc_skeleton(t: &mut Tree) -> Result<()> {
     Ok(())
 }
 
-pub fn tree(init: &Path, ctl: &Path, kernel: &Path, debroot: &Path, services_dir: &Path) -> Result<Tree> {
+pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, debroot: &Path, services_dir: &Path) -> Result<Tree> {
     let mut t = Tree::default();
     for d in ["/dev", "/proc", "/sys", "/run", "/tmp", "/var", "/root", "/mnt", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64"] {
         t.dir(d, if d == "/tmp" { 0o1777 } else if d == "/root" { 0o700 } else { 0o755 })?;
@@ -77,8 +77,10 @@ pub fn tree(init: &Path, ctl: &Path, kernel: &Path, debroot: &Path, services_dir
     let init_bytes = std::fs::read(init).with_context(|| format!("Cannot read {}", init.display()))?;
     t.file("/usr/bin/cairn-init", 0o755, init_bytes)?;
     t.symlink("/usr/sbin/init", "../bin/cairn-init")?;
-    let ctl_bytes = std::fs::read(ctl).with_context(|| format!("Cannot read {}", ctl.display()))?;
-    t.file("/usr/bin/cairnctl", 0o755, ctl_bytes)?;
+    for (src, dst) in tools {
+        let bytes = std::fs::read(src).with_context(|| format!("Cannot read {}", src.display()))?;
+        t.file(dst, 0o755, bytes)?;
+    }
     crate::services::add(&mut t, services_dir, debroot)?;
     etc_skeleton(&mut t)?;
     kmods::add(&mut t, kernel, "/usr/lib/modules", |_| true)?;

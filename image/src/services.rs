@@ -29,15 +29,6 @@ fn base(t: &mut Tree, root: &str) -> Result<()> {
     Ok(())
 }
 
-fn usr(dst: &str) -> String {
-    for (from, to) in [("/lib64/", "/usr/lib64/"), ("/lib/", "/usr/lib/"), ("/bin/", "/usr/bin/"), ("/sbin/", "/usr/sbin/")] {
-        if let Some(rest) = dst.strip_prefix(from) {
-            return format!("{to}{rest}");
-        }
-    }
-    dst.to_string()
-}
-
 fn add_one(t: &mut Tree, dir: &Path, name: &str, debroot: &Path) -> Result<()> {
     let root = format!("{ROOTFS_DIR}/{name}");
     base(t, &root)?;
@@ -55,7 +46,7 @@ fn add_one(t: &mut Tree, dir: &Path, name: &str, debroot: &Path) -> Result<()> {
                 for (src, dst) in elfdeps::closure(debroot, &[path]).with_context(at)? {
                     let bytes = std::fs::read(&src).with_context(|| format!("Cannot read {}", src.display()))?;
                     let mode = if dst.contains("/bin/") || dst.contains("/sbin/") || dst.contains("ld-linux") { 0o755 } else { 0o644 };
-                    t.file(&format!("{root}{}", usr(&dst)), mode, bytes)?;
+                    t.file(&format!("{root}{}", crate::rootfs::usr_path(&dst)), mode, bytes)?;
                 }
             }
             ["busybox", path] => {

@@ -3,7 +3,7 @@
 //! (`crun exec`), owned through the reaper.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -28,12 +28,14 @@ pub struct Outcome {
     pub detail: String,
 }
 
+/// Probes take IP addresses (and `localhost`): resolving names would pull
+/// glibc's resolver into PID 1 and make a check depend on DNS.
 fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String> {
-    let addr: SocketAddr = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("no address for {host}"))?;
+    let ip: IpAddr = match host {
+        "localhost" => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        h => h.parse().map_err(|_| format!("{h} is not an IP address; health probes do not resolve names"))?,
+    };
+    let addr = SocketAddr::new(ip, port);
     let s = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect {addr}: {e}"))?;
     let _ = s.set_read_timeout(Some(timeout));
     let _ = s.set_write_timeout(Some(timeout));
@@ -95,6 +97,12 @@ mod tests {
         assert!(run(&Probe::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(1)).is_ok());
         drop(l);
         assert!(run(&Probe::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn names_other_than_localhost_are_refused() {
+        let err = run(&Probe::Tcp { host: "example.org".into(), port: 80 }, Duration::from_secs(1)).unwrap_err();
+        assert_eq!(err, "example.org is not an IP address; health probes do not resolve names");
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod locate;
 pub mod bundle;
 pub mod seccomp;
 pub mod service;
+pub mod wire;
 
 pub use bundle::{oci_config, to_json, BundleError};
 pub use service::{

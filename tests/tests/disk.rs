@@ -184,8 +184,10 @@ fn two_builds_give_identical_images() {
     let (i, k) = (init.to_str().unwrap(), "build/kernel");
     run(&["initramfs", "--out", initramfs.to_str().unwrap(), "--init", i, "--kernel", k]);
     let ctl = r.join("target/x86_64-unknown-linux-gnu/release/cairnctl");
+    let svcload = r.join("target/x86_64-unknown-linux-gnu/release/cairn-svcload");
     run(&[
-        "root", "--out", root.to_str().unwrap(), "--init", i, "--cairnctl", ctl.to_str().unwrap(), "--kernel", k,
+        "root", "--out", root.to_str().unwrap(), "--init", i, "--cairnctl", ctl.to_str().unwrap(),
+        "--svcload", svcload.to_str().unwrap(), "--kernel", k,
         "--debroot", "build/debroot", "--services", "services",
     ]);
     let cmdline = std::fs::read_to_string(out_dir().join("cmdline")).unwrap();

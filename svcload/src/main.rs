@@ -1,0 +1,171 @@
+//! cairn-svcload: run by cairn-init at boot. Reads the service specs (from the
+//! verified root, then from STATE), writes each enabled service's OCI bundle
+//! under /run/cairn/services/<name>, and prints the units to supervise, in
+//! dependency order, in the `cairn_model::wire` text. Problems are reported in
+//! the same text for PID 1 to log; a bad file never stops the others.
+//!
+//! `cairn-svcload ENABLE DISABLE` (comma-separated names from the kernel
+//! command line's cairn.enable= and cairn.disable=).
+
+use cairn_model::service::{self as model, ServiceSpec};
+use cairn_model::wire::{self, Check, Condition, HealthSpec, RestartPolicy, Unit};
+use std::path::Path;
+
+/// Where specs are read from, in order; a later file with the same name wins.
+pub const SPEC_DIRS: &[&str] = &["/usr/lib/cairn/services", "/var/lib/cairn/services"];
+pub const BUNDLE_DIR: &str = "/run/cairn/services";
+const CRUN: &str = "/usr/bin/crun";
+const CRUN_ROOT: &str = "/run/crun";
+
+/// Reads every `*.toml` in the spec directories. A bad file is reported with
+/// its file, key and problem, and the others still load.
+pub fn read_specs(dirs: &[&str], notes: &mut String) -> Vec<ServiceSpec> {
+    let mut by_name: std::collections::BTreeMap<String, ServiceSpec> = Default::default();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir) else { continue };
+        let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
+        files.sort();
+        for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
+            let file = path.display().to_string();
+            let text = match std::fs::read_to_string(&path) {
+                Ok(t) => t,
+                Err(e) => {
+                    wire::log(notes, "error", &format!("service spec {file} not read: {e}"));
+                    continue;
+                }
+            };
+            match model::parse(&text, &file) {
+                Ok(spec) => {
+                    by_name.insert(spec.name.clone(), spec);
+                }
+                Err(e) => wire::log(notes, "error", &format!("service spec rejected: {e}")),
+            }
+        }
+    }
+    by_name.into_values().collect()
+}
+
+/// Applies `cairn.enable=` / `cairn.disable=` from the command line.
+pub fn apply_overrides(specs: &mut [ServiceSpec], enable: &[String], disable: &[String], notes: &mut String) {
+    for name in enable.iter().chain(disable) {
+        if !specs.iter().any(|s| &s.name == name) {
+            wire::log(notes, "warn", &format!("kernel command line names service {name}, which does not exist"));
+        }
+    }
+    for s in specs.iter_mut() {
+        if enable.contains(&s.name) {
+            s.enabled = true;
+        }
+        if disable.contains(&s.name) {
+            s.enabled = false;
+        }
+    }
+}
+
+/// Lets services use the cgroup v2 controllers: enabled in the root and in
+/// /sys/fs/cgroup/cairn, where every service gets its own group.
+pub fn prepare_cgroups(notes: &mut String) {
+    let controllers = "+cpu +memory +pids +io";
+    for dir in ["/sys/fs/cgroup", "/sys/fs/cgroup/cairn"] {
+        let _ = std::fs::create_dir_all(dir);
+        if let Err(e) = std::fs::write(format!("{dir}/cgroup.subtree_control"), controllers) {
+            wire::log(notes, "warn", &format!("cannot enable cgroup controllers in {dir}: {e}"));
+        }
+    }
+}
+
+fn to_unit(spec: &ServiceSpec, bundle: &str) -> Unit {
+    let id = format!("cairn-{}", spec.name);
+    let health = spec.health.as_ref().map(|h| HealthSpec {
+        check: match &h.check {
+            model::Check::Exec(argv) => Check::Exec(argv.clone()),
+            model::Check::Tcp(host, port) => Check::Tcp { host: host.clone(), port: *port },
+            model::Check::Http { host, port, path } => Check::Http { host: host.clone(), port: *port, path: path.clone() },
+        },
+        interval: h.interval,
+        timeout: h.timeout,
+        retries: h.retries,
+        start_period: h.start_period,
+    });
+    Unit {
+        name: spec.name.clone(),
+        argv: [CRUN, "--root", CRUN_ROOT, "run", "--bundle", bundle, &id].iter().map(|s| s.to_string()).collect(),
+        env: vec![("PATH".into(), "/usr/sbin:/usr/bin".into())],
+        stop_signal: spec.stop_signal,
+        stop_timeout: spec.stop_timeout,
+        restart: match spec.restart.policy {
+            model::RestartPolicy::Always => RestartPolicy::Always,
+            model::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
+            model::RestartPolicy::Never => RestartPolicy::Never,
+        },
+        backoff_base: spec.restart.initial_delay,
+        backoff_cap: spec.restart.max_delay,
+        stable_after: spec.restart.reset_after,
+        depends: spec
+            .depends_on
+            .iter()
+            .map(|(n, c)| (n.clone(), if *c == model::Condition::Healthy { Condition::Healthy } else { Condition::Started }))
+            .collect(),
+        container: Some(id),
+        health,
+    }
+}
+
+fn write_bundle(spec: &ServiceSpec) -> Result<String, String> {
+    let rootfs = match &spec.root {
+        model::Root::Rootfs(path) => path.clone(),
+        model::Root::Image(r) => return Err(format!("image {r}: pulling images is not supported yet; use a baked rootfs")),
+    };
+    if !Path::new(&rootfs).is_dir() {
+        return Err(format!("rootfs {rootfs} does not exist"));
+    }
+    let cfg = cairn_model::bundle::oci_config(spec, &rootfs, &format!("/cairn/{}", spec.name)).map_err(|e| e.to_string())?;
+    let json = cairn_model::bundle::to_json(&cfg).map_err(|e| e.to_string())?;
+    let dir = format!("{BUNDLE_DIR}/{}", spec.name);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {dir}: {e}"))?;
+    std::fs::write(format!("{dir}/config.json"), json).map_err(|e| format!("cannot write {dir}/config.json: {e}"))?;
+    Ok(dir)
+}
+
+/// Runs in the `--load-services` child: reads the specs, writes the bundles,
+/// and describes the enabled services in dependency order (with what to log)
+/// in the specwire text.
+fn load_to_text(enable: &[String], disable: &[String]) -> String {
+    let mut notes = String::new();
+    let mut specs = read_specs(SPEC_DIRS, &mut notes);
+    apply_overrides(&mut specs, enable, disable, &mut notes);
+    let enabled: Vec<ServiceSpec> = specs.into_iter().filter(|s| s.enabled).collect();
+    if enabled.is_empty() {
+        return notes;
+    }
+    let order = match model::start_order(&enabled) {
+        Ok(o) => o,
+        Err(e) => {
+            wire::log(&mut notes, "error", &format!("service dependencies: {e}; starting in name order"));
+            (0..enabled.len()).collect()
+        }
+    };
+    prepare_cgroups(&mut notes);
+    let mut names = Vec::new();
+    for i in order {
+        let spec = &enabled[i];
+        match write_bundle(spec) {
+            Ok(bundle) => {
+                wire::write(&mut notes, &to_unit(spec, &bundle));
+                names.push(spec.name.as_str());
+            }
+            Err(e) => wire::log(&mut notes, "error", &format!("service {} not started: {e}", spec.name)),
+        }
+    }
+    wire::log(&mut notes, "info", &format!("{} system services enabled: {}", names.len(), names.join(", ")));
+    notes
+}
+
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let list = |i: usize| -> Vec<String> {
+        args.get(i).map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default()
+    };
+    print!("{}", load_to_text(&list(1), &list(2)));
+}
