@@ -429,14 +429,17 @@ impl Supervisor {
             .min()
     }
 
-    /// True once every service is running and, where it has a check, healthy.
+    /// Up: running and, where it has a check, healthy; or a one-shot that
+    /// finished cleanly and is not to run again.
+    fn up(p: &Proc) -> bool {
+        let running = p.pid.is_some() && matches!(p.health, Health::Healthy | Health::NoCheck);
+        let completed = p.pid.is_none() && p.next_start.is_none() && p.last_exit == Some(ExitStatus::Code(0));
+        running || completed
+    }
+
+    /// True once every service is up (and every helper has started).
     pub fn ready(&self) -> bool {
-        self.procs.iter().all(|p| {
-            if !p.spec.service {
-                return p.ever_started;
-            }
-            p.pid.is_some() && matches!(p.health, Health::Healthy | Health::NoCheck)
-        })
+        self.procs.iter().all(|p| if p.spec.service { Self::up(p) } else { p.ever_started })
     }
 
     /// What keeps `ready` false, for the operator.
@@ -444,7 +447,7 @@ impl Supervisor {
         self.procs
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.spec.service && !(p.pid.is_some() && matches!(p.health, Health::Healthy | Health::NoCheck)))
+            .filter(|(_, p)| p.spec.service && !Self::up(p))
             .map(|(i, p)| match (p.pid, self.deps_met(i)) {
                 (None, Err(w)) => format!("{} (waiting for {w})", p.spec.name),
                 (None, Ok(())) => format!("{} (not running; last exit {})", p.spec.name, p.last_exit.map_or("none".into(), |s| s.to_string())),
@@ -585,10 +588,8 @@ pub struct RealSpawner;
 
 impl Spawn for RealSpawner {
     fn spawn(&mut self, spec: &Spec) -> io::Result<Spawned> {
-        if let Some(id) = &spec.container {
-            // A container left from a crash of its runtime would block the name.
-            let _ = crun(&["delete", "-f", id]);
-        }
+        // No `crun delete` first: every exit is cleaned up (see cleanup) and
+        // /run starts empty, and a second runtime call would double the start.
         let (prog, args) = spec
             .argv
             .split_first()
@@ -756,6 +757,8 @@ mod tests {
         let rows = sup.rows(t0);
         assert_eq!(rows[0].state, "stopped (status 0)");
         assert_eq!(rows[1].state, "stopped (status 1)");
+        assert!(!sup.ready(), "a failed one-shot is not up");
+        assert_eq!(sup.not_ready(), ["never (not running; last exit status 1)"]);
     }
 
     #[test]

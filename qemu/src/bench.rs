@@ -74,6 +74,64 @@ fn sizes(out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+const BUSYBOX_ROOT: &str = "/usr/lib/cairn/rootfs/admin";
+
+fn uptime_of(text: &str, tag: &str) -> Option<f64> {
+    text.lines().rev().find_map(|l| l.split(tag).nth(1)?.split_whitespace().next()?.parse().ok())
+}
+
+/// Service start: Cairn's supervisor (cairnctl restart of a stopped service)
+/// against `crun run` of the same bundle by hand, in one VM, with ten more
+/// services running; and PID 1's memory with those eleven services.
+fn services(runs: usize) -> Result<()> {
+    let mut cfg = Config::from_out(&out_dir(), "initramfs-debug.img")?.with_debug_shell();
+    cfg.memory_mb = 768;
+    let mut m = Machine::start(&cfg)?;
+    m.wait_for("cairn-init: ready", Duration::from_secs(120))?;
+    let mut script = String::from("mkdir -p /var/lib/cairn/services\n");
+    let probe = "read a b < /proc/uptime; echo START $a";
+    script.push_str(&format!(
+        "cat > /var/lib/cairn/services/bench.toml <<'SPEC'\nrootfs = \"{BUSYBOX_ROOT}\"\ncommand = [\"/bin/sh\", \"-c\", \"{probe}\"]\n[restart]\npolicy = \"never\"\nSPEC\n"
+    ));
+    for i in 1..=10 {
+        script.push_str(&format!(
+            "cat > /var/lib/cairn/services/idle{i}.toml <<'SPEC'\nrootfs = \"{BUSYBOX_ROOT}\"\ncommand = [\"/bin/sleep\", \"100000\"]\nSPEC\n"
+        ));
+    }
+    script.push_str("sync");
+    m.sh_ok(&script)?;
+    m.sh_send("cairnctl reboot")?;
+    m.wait_for("will reboot", Duration::from_secs(60))?;
+    m.shell_restarted();
+    let ready = m.wait_for("cairn-init: ready", Duration::from_secs(120))?;
+    // A copy of the bench bundle in its own cgroup, for crun by hand.
+    m.sh_ok("mkdir -p /tmp/hand && sed 's#\"/cairn/bench\"#\"/cairn/hand\"#' /run/cairn/services/bench/config.json > /tmp/hand/config.json")?;
+    let (mut sup, mut hand) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        let out = m.sh_ok("read t0 x < /proc/uptime; cairnctl restart bench >/dev/null; sleep 2; echo T0 $t0; cairnctl logs bench")?;
+        if let (Some(t0), Some(t1)) = (uptime_of(&out, "T0 "), uptime_of(&out, "START ")) {
+            sup.push((t1 - t0) * 1000.0);
+        }
+        let out = m.sh_ok("read t0 x < /proc/uptime; echo T0 $t0; crun --root /run/crun-hand run --bundle /tmp/hand hand")?;
+        if let (Some(t0), Some(t1)) = (uptime_of(&out, "T0 "), uptime_of(&out, "START ")) {
+            hand.push((t1 - t0) * 1000.0);
+        }
+    }
+    let rss = m.sh_ok("grep ^Rss /proc/1/smaps_rollup")?;
+    let running = m.sh_ok("cairnctl list | grep -c ' running '")?;
+    println!("Service start, {runs} runs each, medians (same VM, same bundle; /proc/uptime, 10 ms steps)");
+    println!("| started by | ms from request to the service's first instruction |");
+    println!("| --- | ---: |");
+    println!("| cairn-init (`cairnctl restart` of a stopped service) | {:.0} |", median(sup));
+    println!("| `crun run` of the same bundle by hand | {:.0} |", median(hand));
+    println!();
+    println!("PID 1 with {} processes running (10 idle services, chrony, debug shell): {} (ready line: {})",
+        running.trim(), rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), ready);
+    println!("podman is not compared: it is not in the image, and the host's hybrid cgroups keep it from a like-for-like run.");
+    println!();
+    Ok(())
+}
+
 pub fn run(runs: usize) -> Result<()> {
     let out = out_dir();
     let cairn = Config::from_out(&out, "initramfs.img")?;
@@ -112,5 +170,7 @@ pub fn run(runs: usize) -> Result<()> {
     println!("cairn-init is {:.0} ms behind the bare busybox init (target: within 300 ms)", c - b);
     println!("guest boot_ms: CLOCK_BOOTTIME at the ready line (busybox: /proc/uptime, 10 ms steps);");
     println!("it starts with the kernel, so firmware and boot loader show only in the host column.");
+    println!();
+    services(runs)?;
     Ok(())
 }
