@@ -9,7 +9,11 @@ use sha2::{Digest, Sha256};
 use std::path::Path;
 
 /// Debian binaries in the root, as paths inside the unpacked packages.
-pub const DEBIAN_BINARIES: &[&str] = &["usr/bin/crun"];
+pub const DEBIAN_BINARIES: &[&str] =
+    &["usr/bin/crun", "usr/bin/containerd", "usr/bin/containerd-shim-runc-v2", "usr/bin/ctr"];
+
+/// containerd's configuration in this repository (relative to where make runs).
+pub const CONTAINERD_CONFIG: &str = "image/etc/containerd.toml";
 
 /// The verity parameters of a root image, kept beside it as `key=value` lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +87,8 @@ pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, de
     }
     crate::services::add(&mut t, services_dir, debroot)?;
     etc_skeleton(&mut t)?;
+    let ctd = std::fs::read(CONTAINERD_CONFIG).with_context(|| format!("Cannot read {CONTAINERD_CONFIG}"))?;
+    t.file("/etc/containerd/config.toml", 0o644, ctd)?;
     kmods::add(&mut t, kernel, "/usr/lib/modules", |_| true)?;
     for (src, dst) in elfdeps::closure(debroot, DEBIAN_BINARIES)? {
         let bytes = std::fs::read(&src).with_context(|| format!("Cannot read {}", src.display()))?;

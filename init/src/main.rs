@@ -182,6 +182,9 @@ fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
     for spec in services::load(&settings.enable, &settings.disable) {
         supervisor.add(spec, now);
     }
+    if let Some(spec) = containerd_spec(&release, &settings) {
+        supervisor.add(spec, now);
+    }
     let (health_tx, health_rx) = match health_wake.and_then(health::spawn) {
         Ok((tx, rx)) => (Some(tx), Some(rx)),
         Err(e) => {
@@ -248,6 +251,28 @@ fn stage1(release: &str, settings: &Settings) -> ! {
     sys::sync();
     let e = sys::reboot(libc::RB_AUTOBOOT);
     panic!("reboot failed after stage 1 failed: {e}");
+}
+
+/// containerd for workloads: a supervised host process (not a container: it
+/// makes containers), on unless `cairn.disable=containerd`.
+fn containerd_spec(release: &str, settings: &Settings) -> Option<supervisor::Spec> {
+    const BIN: &str = "/usr/bin/containerd";
+    if !Path::new(BIN).exists() || settings.disable.iter().any(|d| d == "containerd") {
+        return None;
+    }
+    // Its overlayfs snapshotter needs the module.
+    let dir = Path::new("/usr/lib/modules").join(release);
+    match modules::Loader::open(&dir).and_then(|mut l| l.load("overlay")) {
+        Ok(_) => {}
+        Err(e) => warn!("containerd without overlayfs: {}", error_chain(&e)),
+    }
+    Some(supervisor::Spec {
+        service: true,
+        capture: true,
+        env: vec![("PATH".into(), "/usr/sbin:/usr/bin".into())],
+        stop_timeout: Duration::from_secs(10),
+        ..supervisor::Spec::process("containerd", vec![BIN.into(), "--config".into(), "/etc/containerd/config.toml".into()])
+    })
 }
 
 /// Stage 2 runs on the verified root: STATE is on /var (unmounted last at

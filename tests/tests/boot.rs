@@ -31,7 +31,7 @@ fn ready_line_reports_boot_time_memory_and_services() {
     let services: u64 = field(&ready, "services").and_then(|v| v.parse().ok()).expect("services");
     assert!(boot_ms > 0, "{ready}");
     assert!(rss_kb > 0 && rss_kb < 4096, "PID 1 must stay under 4 MiB: {ready}");
-    assert_eq!(services, 1, "chrony is the one service enabled by default: {ready}");
+    assert_eq!(services, 2, "chrony and containerd run by default: {ready}");
 }
 
 #[test]

@@ -75,7 +75,7 @@ fn list_row(m: &mut Machine, name: &str) -> Vec<String> {
 fn chrony_ships_running_with_only_cap_sys_time() {
     let mut m = Machine::start(&debug()).unwrap();
     let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
-    assert!(ready.contains("services=1"), "{ready}");
+    assert!(ready.contains("services=2"), "chrony and containerd: {ready}");
     let row = list_row(&mut m, "chrony");
     assert_eq!(row[1], "running", "{row:?}");
     let pid = wait_sh(&mut m, "pidof chronyd").trim().to_string();
@@ -163,7 +163,7 @@ fn depends_on_healthy_orders_starts_and_shutdown_goes_in_reverse() {
         ("app", spec("trap '' TERM; exec sleep 100000", "[depends_on]\ndb = \"healthy\"\n[stop]\ntimeout_s = 2")),
     ]);
     let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
-    assert!(ready.contains("services=3"), "{ready}");
+    assert!(ready.contains("services=4"), "db, app, chrony, containerd: {ready}");
     let console = m.console.text();
     let healthy = console.rfind("db is healthy").expect("db became healthy");
     let app = console.rfind("started app").expect("app started");
@@ -174,8 +174,8 @@ fn depends_on_healthy_orders_starts_and_shutdown_goes_in_reverse() {
     m.wait_for("clean shutdown complete, powering off", EXIT).unwrap();
     let console = m.console.text();
     let tail = &console[console.rfind("shutdown: ACPI power button").unwrap()..];
-    let order: Vec<usize> = ["stopping app", "stopping db", "stopping chrony"].iter().map(|s| tail.find(s).unwrap_or(usize::MAX)).collect();
-    assert!(order[0] < order[1] && order[1] < order[2], "reverse order of start:\n{tail}");
+    let order: Vec<usize> = ["stopping containerd", "stopping app", "stopping db", "stopping chrony"].iter().map(|s| tail.find(s).unwrap_or(usize::MAX)).collect();
+    assert!(order[0] < order[1] && order[1] < order[2] && order[2] < order[3], "reverse order of start:\n{tail}");
     assert!(tail.contains("app pid=") && tail.contains("did not stop within 2s; killing it"), "{tail}");
 }
 
@@ -185,7 +185,7 @@ fn a_bad_spec_is_named_with_file_and_key_and_the_rest_boots() {
     let err = m.wait_for("service spec rejected", BOOT).unwrap();
     assert!(err.contains("/var/lib/cairn/services/bad.toml") && err.contains("comand"), "{err}");
     let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
-    assert!(ready.contains("services=2"), "chrony and good: {ready}");
+    assert!(ready.contains("services=3"), "chrony, containerd and good: {ready}");
     let logs = wait_log(&mut m, "good", "hello from good");
     assert!(logs.contains("hello from good"), "{logs}");
     let file = m.sh_ok("cat /var/log/cairn/good.log").unwrap();
@@ -196,7 +196,7 @@ fn a_bad_spec_is_named_with_file_and_key_and_the_rest_boots() {
 fn the_admin_container_is_off_by_default_and_on_by_configuration() {
     let mut m = Machine::start(&debug().append("cairn.enable=admin")).unwrap();
     let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
-    assert!(ready.contains("services=2"), "{ready}");
+    assert!(ready.contains("services=3"), "admin, chrony, containerd: {ready}");
     let ps = m.sh_ok("cairnctl exec admin -- ps").unwrap();
     assert!(ps.contains("chronyd"), "admin sees the host's processes:\n{ps}");
     drop(m);
@@ -204,4 +204,35 @@ fn the_admin_container_is_off_by_default_and_on_by_configuration() {
     m.wait_for("cairn-init: ready", BOOT).unwrap();
     let list = m.sh_ok("cairnctl list").unwrap();
     assert!(!list.contains("admin"), "{list}");
+}
+
+/// An OCI image archive made in the guest from the admin container's busybox
+/// root: one layer, a config whose command prints a greeting.
+const MAKE_ARCHIVE: &str = r#"true
+rm -rf /tmp/img && mkdir -p /tmp/img/blobs/sha256 && cd /tmp/img
+tar -C /usr/lib/cairn/rootfs/admin -cf layer.tar .
+L=$(sha256sum layer.tar | cut -d' ' -f1); LS=$(stat -c %s layer.tar); mv layer.tar blobs/sha256/$L
+printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["/bin/echo","hello from a workload"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' $L > c.json
+C=$(sha256sum c.json | cut -d' ' -f1); CS=$(stat -c %s c.json); mv c.json blobs/sha256/$C
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:%s","size":%s}]}' $C $CS $L $LS > m.json
+M=$(sha256sum m.json | cut -d' ' -f1); MS=$(stat -c %s m.json); mv m.json blobs/sha256/$M
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"1"}}]}' $M $MS > index.json
+printf '{"imageLayoutVersion":"1.0.0"}' > oci-layout
+tar -cf /tmp/hello.tar oci-layout index.json blobs
+cd /"#;
+
+#[test]
+fn a_workload_runs_through_containerd_from_a_local_image_archive() {
+    let mut m = Machine::start(&debug()).unwrap();
+    let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
+    assert!(ready.contains("services=2"), "chrony and containerd: {ready}");
+    assert_eq!(list_row(&mut m, "containerd")[1], "running");
+    wait_sh(&mut m, "ctr version");
+    m.sh_ok(MAKE_ARCHIVE).expect("the archive is built");
+    let import = m.sh_ok("ctr -n test image import --base-name cairn.test/hello /tmp/hello.tar 2>&1").unwrap();
+    assert!(import.contains("cairn.test/hello:1"), "{import}");
+    let out = m.sh_ok("ctr -n test run --rm --runc-binary /usr/bin/crun cairn.test/hello:1 hello1 </dev/null 2>&1").unwrap();
+    assert!(out.contains("hello from a workload"), "{out}");
+    let logs = wait_log(&mut m, "containerd", "containerd successfully booted");
+    assert!(logs.contains("containerd successfully booted"), "containerd's log is kept:\n{logs}");
 }
