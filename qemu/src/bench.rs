@@ -125,7 +125,7 @@ fn services(runs: usize) -> Result<()> {
     println!("| cairn-init (`cairnctl restart` of a stopped service) | {:.0} |", median(sup));
     println!("| `crun run` of the same bundle by hand | {:.0} |", median(hand));
     println!();
-    println!("PID 1 with {} processes running (10 idle services, chrony, debug shell): {} (ready line: {})",
+    println!("PID 1 with {} processes running (10 idle services, chrony, containerd, debug shell): {} (ready line: {})",
         running.trim(), rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), ready);
     println!("podman is not compared: it is not in the image, and the host's hybrid cgroups keep it from a like-for-like run.");
     println!();
