@@ -10,7 +10,7 @@ use std::path::Path;
 
 /// Debian binaries in the root, as paths inside the unpacked packages.
 pub const DEBIAN_BINARIES: &[&str] =
-    &["usr/bin/crun", "usr/bin/containerd", "usr/bin/containerd-shim-runc-v2", "usr/bin/ctr"];
+    &["usr/bin/crun", "usr/sbin/runc", "usr/bin/containerd", "usr/bin/containerd-shim-runc-v2", "usr/bin/ctr"];
 
 /// containerd's configuration in this repository (relative to where make runs).
 pub const CONTAINERD_CONFIG: &str = "image/etc/containerd.toml";
@@ -92,7 +92,7 @@ pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, de
     kmods::add(&mut t, kernel, "/usr/lib/modules", |_| true)?;
     for (src, dst) in elfdeps::closure(debroot, DEBIAN_BINARIES)? {
         let bytes = std::fs::read(&src).with_context(|| format!("Cannot read {}", src.display()))?;
-        let mode = if dst.contains("/bin/") || dst.contains("ld-linux") { 0o755 } else { 0o644 };
+        let mode = if dst.contains("/bin/") || dst.contains("/sbin/") || dst.contains("ld-linux") { 0o755 } else { 0o644 };
         t.file(&usr_path(&dst), mode, bytes)?;
     }
     Ok(t)

@@ -68,6 +68,8 @@ pub struct Settings {
     pub enable: Vec<String>,
     /// `cairn.disable=a,b`: turn off services shipped on.
     pub disable: Vec<String>,
+    /// `cairn.runtime=crun|runc`: the OCI runtime for system services.
+    pub runtime: String,
 }
 
 impl Default for Settings {
@@ -89,6 +91,7 @@ impl Default for Settings {
             root_timeout: Duration::from_secs(30),
             enable: Vec::new(),
             disable: Vec::new(),
+            runtime: "crun".into(),
         }
     }
 }
@@ -268,6 +271,10 @@ pub fn parse(cmdline: &str) -> (Settings, Vec<Warning>) {
             },
             "enable" => s.enable = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
             "disable" => s.disable = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+            "runtime" => match value {
+                "crun" | "runc" => s.runtime = value.to_string(),
+                _ => bad("expected crun or runc".into(), "crun".into()),
+            },
             "modules" => {
                 s.modules = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect()
             }

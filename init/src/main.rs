@@ -179,7 +179,8 @@ fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
 
     let now = Instant::now();
     let mut supervisor = supervisor::Supervisor::new();
-    for spec in services::load(&settings.enable, &settings.disable) {
+    supervisor::set_runtime(&settings.runtime);
+    for spec in services::load(&settings.enable, &settings.disable, &settings.runtime) {
         supervisor.add(spec, now);
     }
     if let Some(spec) = containerd_spec(&release, &settings) {
@@ -527,7 +528,7 @@ impl Init {
         }
     }
 
-    /// `cairnctl exec`: `crun exec` with the client's connection as its output.
+    /// `cairnctl exec`: the runtime's `exec` with the client's connection as its output.
     fn exec_in(&mut self, stream: std::os::unix::net::UnixStream, name: &str, argv: &[String]) {
         let Some(id) = self.supervisor.container(name) else {
             return control::answer(stream, Err(format!("no service named {name}")));
@@ -536,8 +537,9 @@ impl Init {
             return control::answer(stream, Err("cannot pass the connection on".into()));
         };
         let _ = std::io::Write::write_all(&mut &stream, b"ok\n");
-        let spawned = std::process::Command::new(supervisor::CRUN)
-            .args(["--root", supervisor::CRUN_ROOT, "exec", &id])
+        let (bin, state) = supervisor::runtime();
+        let spawned = std::process::Command::new(bin)
+            .args(["--root", state, "exec", &id])
             .args(argv)
             .stdin(std::process::Stdio::null())
             .stdout(OwnedFd::from(out))

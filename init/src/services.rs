@@ -44,13 +44,14 @@ fn to_spec(u: wire::Unit) -> Spec {
 
 /// Runs the loader and takes its answer. No loader (the initramfs-only
 /// development mode) means no services.
-pub fn load(enable: &[String], disable: &[String]) -> Vec<Spec> {
+pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Vec<Spec> {
     if !std::path::Path::new(SVCLOAD).exists() {
         return Vec::new();
     }
     let out = std::process::Command::new(SVCLOAD)
         .arg(enable.join(","))
         .arg(disable.join(","))
+        .arg(runtime)
         .stdin(std::process::Stdio::null())
         .stderr(std::process::Stdio::inherit())
         .output();

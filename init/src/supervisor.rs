@@ -267,7 +267,8 @@ impl Supervisor {
                 Err(e) => {
                     let delay = p.spec.backoff.delay(p.quick_exits);
                     p.quick_exits += 1;
-                    warn!("cannot start {}: {e}; next try in {delay:?}", p.spec.name);
+                    let prog = p.spec.argv.first().map_or("", String::as_str);
+                    warn!("cannot start {} ({prog}): {e}; next try in {delay:?}", p.spec.name);
                     p.next_start = Some(now + delay);
                 }
             }
@@ -559,8 +560,21 @@ impl Supervisor {
     }
 }
 
-pub const CRUN: &str = "/usr/bin/crun";
-pub const CRUN_ROOT: &str = "/run/crun";
+/// The OCI runtime every service uses: crun, or runc with `cairn.runtime=runc`.
+static RUNTIME: std::sync::OnceLock<(&'static str, &'static str)> = std::sync::OnceLock::new();
+
+pub fn set_runtime(name: &str) {
+    let paths = match name {
+        "runc" => ("/usr/sbin/runc", "/run/runc"),
+        _ => ("/usr/bin/crun", "/run/crun"),
+    };
+    let _ = RUNTIME.set(paths);
+}
+
+/// The runtime's binary and state directory.
+pub fn runtime() -> (&'static str, &'static str) {
+    *RUNTIME.get().unwrap_or(&("/usr/bin/crun", "/run/crun"))
+}
 
 fn set_nonblocking(fd: &OwnedFd) {
     // SAFETY: fcntl on an fd we own; only the O_NONBLOCK flag changes.
@@ -573,9 +587,10 @@ fn set_nonblocking(fd: &OwnedFd) {
 /// Runs a short runtime command to completion. Safe beside the reaper: both
 /// run on the main thread, and this waits for its own pid only.
 fn crun(args: &[&str]) -> io::Result<std::process::ExitStatus> {
-    std::process::Command::new(CRUN)
+    let (bin, state) = runtime();
+    std::process::Command::new(bin)
         .arg("--root")
-        .arg(CRUN_ROOT)
+        .arg(state)
         .args(args)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -628,8 +643,9 @@ impl Spawn for RealSpawner {
     }
 
     fn exec_check(&mut self, container: &str, argv: &[String]) -> io::Result<i32> {
-        let child = std::process::Command::new(CRUN)
-            .args(["--root", CRUN_ROOT, "exec", container])
+        let (bin, state) = runtime();
+        let child = std::process::Command::new(bin)
+            .args(["--root", state, "exec", container])
             .args(argv)
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())

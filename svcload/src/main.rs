@@ -4,8 +4,8 @@
 //! dependency order, in the `cairn_model::wire` text. Problems are reported in
 //! the same text for PID 1 to log; a bad file never stops the others.
 //!
-//! `cairn-svcload ENABLE DISABLE` (comma-separated names from the kernel
-//! command line's cairn.enable= and cairn.disable=).
+//! `cairn-svcload ENABLE DISABLE RUNTIME` (comma-separated names from the
+//! kernel command line's cairn.enable= and cairn.disable=, and `crun` or `runc`).
 
 use cairn_model::service::{self as model, ServiceSpec};
 use cairn_model::wire::{self, Check, Condition, HealthSpec, RestartPolicy, Unit};
@@ -14,8 +14,6 @@ use std::path::Path;
 /// Where specs are read from, in order; a later file with the same name wins.
 pub const SPEC_DIRS: &[&str] = &["/usr/lib/cairn/services", "/var/lib/cairn/services"];
 pub const BUNDLE_DIR: &str = "/run/cairn/services";
-const CRUN: &str = "/usr/bin/crun";
-const CRUN_ROOT: &str = "/run/crun";
 
 /// Reads every `*.toml` in the spec directories. A bad file is reported with
 /// its file, key and problem, and the others still load.
@@ -74,7 +72,16 @@ pub fn prepare_cgroups(notes: &mut String) {
     }
 }
 
-fn to_unit(spec: &ServiceSpec, bundle: &str) -> Unit {
+/// The OCI runtime's path for `crun` or `runc`, and its state directory.
+fn runtime_paths(runtime: &str) -> (&'static str, &'static str) {
+    match runtime {
+        "runc" => ("/usr/sbin/runc", "/run/runc"),
+        _ => ("/usr/bin/crun", "/run/crun"),
+    }
+}
+
+fn to_unit(spec: &ServiceSpec, bundle: &str, runtime: &str) -> Unit {
+    let (bin, state) = runtime_paths(runtime);
     let id = format!("cairn-{}", spec.name);
     let health = spec.health.as_ref().map(|h| HealthSpec {
         check: match &h.check {
@@ -89,7 +96,7 @@ fn to_unit(spec: &ServiceSpec, bundle: &str) -> Unit {
     });
     Unit {
         name: spec.name.clone(),
-        argv: [CRUN, "--root", CRUN_ROOT, "run", "--bundle", bundle, &id].iter().map(|s| s.to_string()).collect(),
+        argv: [bin, "--root", state, "run", "--bundle", bundle, &id].iter().map(|s| s.to_string()).collect(),
         env: vec![("PATH".into(), "/usr/sbin:/usr/bin".into())],
         stop_signal: spec.stop_signal,
         stop_timeout: spec.stop_timeout,
@@ -130,7 +137,7 @@ fn write_bundle(spec: &ServiceSpec) -> Result<String, String> {
 /// Runs in the `--load-services` child: reads the specs, writes the bundles,
 /// and describes the enabled services in dependency order (with what to log)
 /// in the specwire text.
-fn load_to_text(enable: &[String], disable: &[String]) -> String {
+fn load_to_text(enable: &[String], disable: &[String], runtime: &str) -> String {
     let mut notes = String::new();
     let mut specs = read_specs(SPEC_DIRS, &mut notes);
     apply_overrides(&mut specs, enable, disable, &mut notes);
@@ -151,7 +158,7 @@ fn load_to_text(enable: &[String], disable: &[String]) -> String {
         let spec = &enabled[i];
         match write_bundle(spec) {
             Ok(bundle) => {
-                wire::write(&mut notes, &to_unit(spec, &bundle));
+                wire::write(&mut notes, &to_unit(spec, &bundle, runtime));
                 names.push(spec.name.as_str());
             }
             Err(e) => wire::log(&mut notes, "error", &format!("service {} not started: {e}", spec.name)),
@@ -167,5 +174,6 @@ fn main() {
     let list = |i: usize| -> Vec<String> {
         args.get(i).map(|v| v.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect()).unwrap_or_default()
     };
-    print!("{}", load_to_text(&list(1), &list(2)));
+    let runtime = args.get(3).map_or("crun", String::as_str);
+    print!("{}", load_to_text(&list(1), &list(2), runtime));
 }

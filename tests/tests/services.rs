@@ -236,3 +236,22 @@ fn a_workload_runs_through_containerd_from_a_local_image_archive() {
     let logs = wait_log(&mut m, "containerd", "containerd successfully booted");
     assert!(logs.contains("containerd successfully booted"), "containerd's log is kept:\n{logs}");
 }
+
+#[test]
+fn runc_runs_the_same_services_as_crun() {
+    let mut m = Machine::start(&debug().append("cairn.runtime=runc cairn.enable=admin")).unwrap();
+    let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
+    assert!(ready.contains("services=3"), "admin, chrony, containerd: {ready}");
+    let pid = wait_sh(&mut m, "pidof chronyd").trim().to_string();
+    let caps = m.sh_ok(&format!("grep CapEff /proc/{pid}/status")).unwrap();
+    assert!(caps.trim().ends_with("0000000002000000"), "only CAP_SYS_TIME under runc too: {caps}");
+    let procs = m.sh_ok("ps -o args | grep -c '^/usr/sbin/runc --root /run/runc run'").unwrap();
+    assert_eq!(procs.trim(), "2", "both services under runc");
+    let list = wait_sh(&mut m, "cairnctl exec admin -- ps | grep chronyd");
+    assert!(list.contains("chronyd"), "exec and health checks go through runc: {list}");
+    assert_eq!(list_row(&mut m, "admin")[5], "healthy");
+    m.press_power_button().unwrap();
+    m.wait_for("stopping admin", EXIT).unwrap();
+    m.wait_for("stopped admin", EXIT).expect("runc kill stops it");
+    m.wait_for("clean shutdown complete, powering off", EXIT).unwrap();
+}
