@@ -60,6 +60,7 @@ qemu-test: image
 test: unit-test qemu-test
 
 bench: image
+	@scripts/install-deps podman crun runc
 	target/release/cairn-qemu bench --runs $(RUNS)
 
 clean:

@@ -127,7 +127,80 @@ fn services(runs: usize) -> Result<()> {
     println!();
     println!("PID 1 with {} processes running (10 idle services, chrony, containerd, debug shell): {} (ready line: {})",
         running.trim(), rss.split_whitespace().skip(1).collect::<Vec<_>>().join(" "), ready);
-    println!("podman is not compared: it is not in the image, and the host's hybrid cgroups keep it from a like-for-like run.");
+    println!("podman is not in the image; it is compared with crun and runc on the host below.");
+    println!();
+    Ok(())
+}
+
+fn wall_ms(cmd: &mut std::process::Command) -> Result<f64> {
+    let t = std::time::Instant::now();
+    let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
+    if !out.status.success() {
+        anyhow::bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(t.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// On the host: one busybox root, a container running /bin/true, from the
+/// command to its exit, for crun and runc by hand and for podman. The host's
+/// cgroups are hybrid: crun runs in a private mount namespace with cgroup2
+/// mounted (timed inside it), and podman can only use runc here.
+fn host_runtimes(runs: usize) -> Result<()> {
+    for tool in ["podman", "crun", "runc", "unshare", "python3"] {
+        if std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| !o.status.success()) {
+            println!("Host runtimes: SKIPPED, {tool} is not installed (make bench installs podman, crun and runc)");
+            return Ok(());
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("cairn-bench-host-{}", std::process::id()));
+    let root = dir.join("root");
+    let _ = std::fs::remove_dir_all(&dir);
+    for d in ["bin", "proc", "sys", "dev", "tmp", "etc"] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    let busybox = out_dir().join("../build/debroot/bin/busybox");
+    std::fs::copy(&busybox, root.join("bin/busybox")).with_context(|| format!("{}", busybox.display()))?;
+    for a in ["sh", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(a))?;
+    }
+    let st = std::process::Command::new("crun").arg("spec").current_dir(&dir).status()?;
+    anyhow::ensure!(st.success(), "crun spec failed");
+    let cfg_path = dir.join("config.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path)?)?;
+    cfg["process"]["args"] = serde_json::json!(["/bin/true"]);
+    cfg["process"]["terminal"] = serde_json::json!(false);
+    cfg["root"] = serde_json::json!({"path": root.display().to_string(), "readonly": true});
+    if let Some(linux) = cfg["linux"].as_object_mut() {
+        linux.remove("resources");
+    }
+    std::fs::write(&cfg_path, cfg.to_string())?;
+    let b = dir.display().to_string();
+    // Timed inside the namespace, so unshare and the mount do not count.
+    let crun_in_ns = |id: &str| -> Result<f64> {
+        let script = format!(
+            "import os,subprocess,time\nos.system('mount -t cgroup2 none /sys/fs/cgroup')\nt=time.perf_counter()\nr=subprocess.run(['crun','run','--bundle','{b}','{id}'])\nprint((time.perf_counter()-t)*1000 if r.returncode==0 else -1)"
+        );
+        let out = std::process::Command::new("unshare").args(["-m", "python3", "-c", &script]).output()?;
+        let ms: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().context("crun timing")?;
+        anyhow::ensure!(ms >= 0.0, "crun run failed on the host: {}", String::from_utf8_lossy(&out.stderr));
+        Ok(ms)
+    };
+    let (mut crun, mut runc, mut podman) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..runs {
+        crun.push(crun_in_ns(&format!("cb{i}"))?);
+        runc.push(wall_ms(std::process::Command::new("runc").args(["run", "--bundle", &b, &format!("rb{i}")]))?);
+        podman.push(wall_ms(std::process::Command::new("podman").args([
+            "run", "--rm", "--runtime", "runc", "--network", "none", "--ulimit", "nofile=1024:1024",
+            "--ulimit", "nproc=1024:1024", "--rootfs", &root.display().to_string(), "/bin/true",
+        ]))?);
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    println!("Host runtimes, {runs} runs each, medians (this host's kernel, a busybox root, /bin/true, command to exit)");
+    println!("| runtime | ms |");
+    println!("| --- | ---: |");
+    println!("| crun run (bundle by hand) | {:.1} |", median(crun));
+    println!("| runc run (bundle by hand) | {:.1} |", median(runc));
+    println!("| podman run --rootfs (runc) | {:.1} |", median(podman));
     println!();
     Ok(())
 }
@@ -172,5 +245,6 @@ pub fn run(runs: usize) -> Result<()> {
     println!("it starts with the kernel, so firmware and boot loader show only in the host column.");
     println!();
     services(runs)?;
+    host_runtimes(runs)?;
     Ok(())
 }

@@ -97,6 +97,19 @@ fn chrony_ships_running_with_only_cap_sys_time() {
     assert_eq!((row[1].as_str(), row[3].as_str()), ("running", "1"), "{row:?}");
     let kernel = m.sh_ok("cairnctl logs kernel").unwrap();
     assert!(kernel.contains("cairn-init"), "kernel messages are kept too");
+    // restart: a new process, counted.
+    m.sh_ok("cairnctl restart chrony").unwrap();
+    let new_pid = wait_sh(&mut m, &format!("P=$(pidof chronyd) && [ \"$P\" != {pid} ] && echo $P"));
+    assert_ne!(new_pid.trim(), pid);
+    assert_eq!(list_row(&mut m, "chrony")[3], "2", "the kill and the restart");
+    // logs -f: what is there, then what comes.
+    let follow = m.sh_ok("(cairnctl logs kernel -f > /tmp/f &); sleep 1; cairnctl restart chrony >/dev/null; sleep 2; cat /tmp/f").unwrap();
+    assert!(follow.contains("stopping chrony"), "following shows new lines:\n{follow}");
+    // poweroff through cairnctl ends the machine cleanly.
+    m.sh_send("cairnctl poweroff").unwrap();
+    m.wait_for("shutdown: cairnctl poweroff; will power off", EXIT).unwrap();
+    m.wait_for("clean shutdown complete, powering off", EXIT).unwrap();
+    assert!(m.wait_exit(EXIT).unwrap().success());
 }
 
 #[test]
