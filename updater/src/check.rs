@@ -1,0 +1,147 @@
+//! The checks an update must pass before it touches the inactive slot. Each
+//! refusal says why, and nothing is written until all have passed.
+
+use crate::keys::{parse_signatures, Keyring};
+use crate::manifest::{Manifest, Version};
+use ed25519_dalek::Verifier;
+
+/// Why an update was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("Signature by key {key} does not match the manifest")]
+    BadSignature { key: String },
+    #[error("Signed only by keys this machine does not trust: {keys}")]
+    UnknownKey { keys: String },
+    #[error("{have} valid signature(s), {need} needed")]
+    NotEnoughSignatures { have: usize, need: usize },
+    #[error("Manifest is malformed: {0}")]
+    Malformed(String),
+    #[error("Manifest is for channel {got}, this machine follows {want}")]
+    WrongChannel { got: String, want: String },
+    #[error("Manifest expired at {expires} (now {now})")]
+    Expired { expires: u64, now: u64 },
+    #[error("Version {offered} is not newer than the running {running}")]
+    NotNewer { offered: Version, running: Version },
+    #[error("Version {offered} is below the anti-rollback floor {floor}")]
+    BelowFloor { offered: Version, floor: Version },
+    #[error("Version {0} failed its trial on this machine before; not installed again automatically")]
+    KnownBad(Version),
+}
+
+/// What the machine knows when it checks an update.
+pub struct Context<'a> {
+    pub now: u64,
+    pub channel: &'a str,
+    pub running: Version,
+    pub floor: Version,
+    pub bad: &'a [Version],
+}
+
+/// Checks signatures over the exact bytes first, then the manifest.
+pub fn check(manifest: &[u8], signatures: &str, keyring: &Keyring, ctx: &Context<'_>) -> Result<Manifest, Refusal> {
+    let mut valid = 0;
+    let mut unknown = Vec::new();
+    for (id, sig) in parse_signatures(signatures) {
+        let Some(key) = keyring.keys.get(&id) else {
+            unknown.push(id);
+            continue;
+        };
+        match sig {
+            Some(sig) if key.verify(manifest, &sig).is_ok() => valid += 1,
+            _ => return Err(Refusal::BadSignature { key: id }),
+        }
+    }
+    if valid == 0 && !unknown.is_empty() {
+        return Err(Refusal::UnknownKey { keys: unknown.join(", ") });
+    }
+    if valid < keyring.threshold {
+        return Err(Refusal::NotEnoughSignatures { have: valid, need: keyring.threshold });
+    }
+    let text = std::str::from_utf8(manifest).map_err(|_| Refusal::Malformed("not UTF-8".into()))?;
+    let m = Manifest::parse(text).map_err(Refusal::Malformed)?;
+    if m.channel != ctx.channel {
+        return Err(Refusal::WrongChannel { got: m.channel, want: ctx.channel.into() });
+    }
+    if m.expires <= ctx.now {
+        return Err(Refusal::Expired { expires: m.expires, now: ctx.now });
+    }
+    if m.version <= ctx.running {
+        return Err(Refusal::NotNewer { offered: m.version, running: ctx.running });
+    }
+    if m.version < ctx.floor {
+        return Err(Refusal::BelowFloor { offered: m.version, floor: ctx.floor });
+    }
+    if ctx.bad.contains(&m.version) {
+        return Err(Refusal::KnownBad(m.version));
+    }
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::tests::sample;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    fn key(seed: u8) -> SigningKey {
+        SigningKey::from_bytes(&[seed; 32])
+    }
+
+    fn ring(keys: &[(&str, &SigningKey)], threshold: usize) -> Keyring {
+        let mut text = format!("threshold {threshold}\n");
+        for (id, k) in keys {
+            text.push_str(&format!("key {id} {}\n", hex::encode(k.verifying_key().to_bytes())));
+        }
+        Keyring::parse(&text, "test").unwrap()
+    }
+
+    fn sign(m: &str, by: &[(&str, &SigningKey)]) -> String {
+        by.iter().map(|(id, k)| format!("{id} {}\n", hex::encode(k.sign(m.as_bytes()).to_bytes()))).collect()
+    }
+
+    fn ctx(bad: &[Version]) -> Context<'_> {
+        Context { now: 1000, channel: "stable", running: Version(1, 0, 0), floor: Version(1, 0, 0), bad }
+    }
+
+    #[test]
+    fn a_good_update_passes() {
+        let (a, m) = (key(1), sample("1.1.0", 2000));
+        let out = check(m.as_bytes(), &sign(&m, &[("a", &a)]), &ring(&[("a", &a)], 1), &ctx(&[])).unwrap();
+        assert_eq!(out.version, Version(1, 1, 0));
+    }
+
+    #[test]
+    fn every_refusal_says_why() {
+        let (a, other) = (key(1), key(2));
+        let r = ring(&[("a", &a)], 1);
+        let good = sample("1.1.0", 2000);
+        let cases: Vec<(String, String, Refusal)> = vec![
+            (good.clone(), sign(&good.replace("b1", "b2"), &[("a", &a)]), Refusal::BadSignature { key: "a".into() }),
+            (good.clone(), sign(&good, &[("x", &other)]), Refusal::UnknownKey { keys: "x".into() }),
+            (good.clone(), String::new(), Refusal::NotEnoughSignatures { have: 0, need: 1 }),
+            (sample("1.1.0", 999), sign(&sample("1.1.0", 999), &[("a", &a)]), Refusal::Expired { expires: 999, now: 1000 }),
+            (sample("0.9.0", 2000), sign(&sample("0.9.0", 2000), &[("a", &a)]), Refusal::NotNewer { offered: Version(0, 9, 0), running: Version(1, 0, 0) }),
+            (sample("1.2.0", 2000), sign(&sample("1.2.0", 2000), &[("a", &a)]), Refusal::KnownBad(Version(1, 2, 0))),
+        ];
+        for (m, sigs, want) in cases {
+            let got = check(m.as_bytes(), &sigs, &r, &ctx(&[Version(1, 2, 0)])).unwrap_err();
+            assert_eq!(got, want);
+        }
+        let low = sample("1.5.0", 2000);
+        let c = Context { floor: Version(2, 0, 0), ..ctx(&[]) };
+        let e = check(low.as_bytes(), &sign(&low, &[("a", &a)]), &r, &c).unwrap_err();
+        assert_eq!(e.to_string(), "Version 1.5.0 is below the anti-rollback floor 2.0.0");
+    }
+
+    #[test]
+    fn k_of_n_lets_keys_rotate() {
+        let (old, new) = (key(1), key(2));
+        let m = sample("1.1.0", 2000);
+        let one_of_two = ring(&[("old", &old), ("new", &new)], 1);
+        assert!(check(m.as_bytes(), &sign(&m, &[("new", &new)]), &one_of_two, &ctx(&[])).is_ok());
+        let two_of_two = ring(&[("old", &old), ("new", &new)], 2);
+        let e = check(m.as_bytes(), &sign(&m, &[("new", &new)]), &two_of_two, &ctx(&[])).unwrap_err();
+        assert_eq!(e, Refusal::NotEnoughSignatures { have: 1, need: 2 });
+        assert!(check(m.as_bytes(), &sign(&m, &[("old", &old), ("new", &new)]), &two_of_two, &ctx(&[])).is_ok());
+    }
+}
