@@ -102,8 +102,10 @@ fn run() -> Result<()> {
     }
 }
 
-fn add_busybox(tree: &mut Tree, busybox: &Path) -> Result<usize> {
-    tree.file("/bin/busybox", 0o755, read(busybox)?)?;
+/// Adds busybox at `dir/busybox` and a link for each of its applets; returns
+/// how many applets.
+pub(crate) fn add_busybox(tree: &mut Tree, busybox: &Path, dir: &str) -> Result<usize> {
+    tree.file(&format!("{dir}/busybox"), 0o755, read(busybox)?)?;
     let out = std::process::Command::new(busybox)
         .arg("--list")
         .output()
@@ -111,7 +113,7 @@ fn add_busybox(tree: &mut Tree, busybox: &Path) -> Result<usize> {
     let list = String::from_utf8_lossy(&out.stdout);
     let mut n = 0;
     for applet in list.lines().filter(|a| !a.is_empty() && *a != "busybox") {
-        tree.symlink(&format!("/bin/{applet}"), "busybox")?;
+        tree.symlink(&format!("{dir}/{applet}"), "busybox")?;
         n += 1;
     }
     Ok(n)
@@ -134,7 +136,7 @@ fn initramfs(a: Args) -> Result<()> {
         None => 0,
     };
     let applets = match a.opt("busybox") {
-        Some(b) => add_busybox(&mut t, Path::new(b))?,
+        Some(b) => add_busybox(&mut t, Path::new(b), "/bin")?,
         None => 0,
     };
     for spec in a.all("file") {

@@ -50,13 +50,7 @@ fn add_one(t: &mut Tree, dir: &Path, name: &str, debroot: &Path) -> Result<()> {
                 }
             }
             ["busybox", path] => {
-                let src = debroot.join(path);
-                let bytes = std::fs::read(&src).with_context(|| format!("{}: cannot read {}", at(), src.display()))?;
-                t.file(&format!("{root}/usr/bin/busybox"), 0o755, bytes)?;
-                let out = std::process::Command::new(&src).arg("--list").output().with_context(at)?;
-                for applet in String::from_utf8_lossy(&out.stdout).lines().filter(|a| !a.is_empty() && *a != "busybox") {
-                    t.symlink(&format!("{root}/usr/bin/{applet}"), "busybox")?;
-                }
+                crate::add_busybox(t, &debroot.join(path), &format!("{root}/usr/bin")).with_context(at)?;
             }
             ["file", src, dst, mode] => {
                 let mode = u32::from_str_radix(mode, 8).with_context(|| format!("{}: mode {mode} is not octal", at()))?;

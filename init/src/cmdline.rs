@@ -188,6 +188,11 @@ fn parse_net(value: &str) -> Result<NetMode, String> {
     Ok(NetMode::Static(StaticNet { addr, prefix }))
 }
 
+/// A comma-separated list; empty items are dropped.
+fn list(value: &str) -> Vec<String> {
+    value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect()
+}
+
 fn parse_level(value: &str) -> Result<tracing::Level, String> {
     value
         .parse()
@@ -269,15 +274,13 @@ pub fn parse(cmdline: &str) -> (Settings, Vec<Warning>) {
                 Ok(d) => s.root_timeout = d,
                 Err(p) => bad(p, format!("{}", s.root_timeout.as_secs())),
             },
-            "enable" => s.enable = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
-            "disable" => s.disable = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect(),
+            "enable" => s.enable = list(value),
+            "disable" => s.disable = list(value),
             "runtime" => match value {
                 "crun" | "runc" => s.runtime = value.to_string(),
                 _ => bad("expected crun or runc".into(), "crun".into()),
             },
-            "modules" => {
-                s.modules = value.split(',').filter(|m| !m.is_empty()).map(str::to_string).collect()
-            }
+            "modules" => s.modules = list(value),
             _ => warnings.push(Warning::UnknownKey { key: full }),
         }
     }

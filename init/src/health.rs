@@ -8,16 +8,13 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::mpsc;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
-pub enum Probe {
-    Tcp { host: String, port: u16 },
-    Http { host: String, port: u16, path: String },
-}
+use cairn_model::wire::Check;
 
 pub struct Request {
     pub service: usize,
     pub seq: u64,
-    pub probe: Probe,
+    /// A TCP or HTTP check.
+    pub probe: Check,
     pub timeout: Duration,
 }
 
@@ -43,10 +40,11 @@ fn connect(host: &str, port: u16, timeout: Duration) -> Result<TcpStream, String
 }
 
 /// Runs one probe; Ok with a short description, or why it failed.
-pub fn run(probe: &Probe, timeout: Duration) -> Result<String, String> {
+pub fn run(probe: &Check, timeout: Duration) -> Result<String, String> {
     match probe {
-        Probe::Tcp { host, port } => connect(host, *port, timeout).map(|_| format!("tcp {host}:{port} open")),
-        Probe::Http { host, port, path } => {
+        Check::Exec(_) => Err("exec checks run in the container, not as probes".into()),
+        Check::Tcp { host, port } => connect(host, *port, timeout).map(|_| format!("tcp {host}:{port} open")),
+        Check::Http { host, port, path } => {
             let mut s = connect(host, *port, timeout)?;
             let req = format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: cairn-init\r\nConnection: close\r\n\r\n");
             s.write_all(req.as_bytes()).map_err(|e| format!("send: {e}"))?;
@@ -94,14 +92,14 @@ mod tests {
     fn tcp_probe_sees_open_and_closed_ports() {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
-        assert!(run(&Probe::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(1)).is_ok());
+        assert!(run(&Check::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(1)).is_ok());
         drop(l);
-        assert!(run(&Probe::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(1)).is_err());
+        assert!(run(&Check::Tcp { host: "127.0.0.1".into(), port }, Duration::from_secs(1)).is_err());
     }
 
     #[test]
     fn names_other_than_localhost_are_refused() {
-        let err = run(&Probe::Tcp { host: "example.org".into(), port: 80 }, Duration::from_secs(1)).unwrap_err();
+        let err = run(&Check::Tcp { host: "example.org".into(), port: 80 }, Duration::from_secs(1)).unwrap_err();
         assert_eq!(err, "example.org is not an IP address; health probes do not resolve names");
     }
 
@@ -116,7 +114,7 @@ mod tests {
                 let _ = s.read(&mut buf);
                 s.write_all(answer.as_bytes()).unwrap();
             });
-            let r = run(&Probe::Http { host: "127.0.0.1".into(), port, path: "/h".into() }, Duration::from_secs(2));
+            let r = run(&Check::Http { host: "127.0.0.1".into(), port, path: "/h".into() }, Duration::from_secs(2));
             assert_eq!(r.is_ok(), ok, "{r:?}");
             t.join().unwrap();
         }

@@ -86,17 +86,22 @@ fn main() {
 /// Logs the panic, syncs and reboots: a machine that restarts is better than a
 /// kernel panic for killing init, and far better than a hung one.
 fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
-    let line = format!("cairn-init: PANIC {info}; syncing and rebooting");
-    match log::get() {
-        Some(l) => l.write_line(&line, true),
-        None => {
-            let _ = std::fs::write("/dev/console", format!("{line}\n"));
-        }
-    }
+    say(&format!("cairn-init: PANIC {info}; syncing and rebooting"));
     sys::sync();
     let _ = sys::reboot(libc::RB_AUTOBOOT);
     loop {
         std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+/// Writes a line that must reach the console (ready, shutdown, panic), even
+/// before the logger exists.
+fn say(line: &str) {
+    match log::get() {
+        Some(l) => l.write_line(line, true),
+        None => {
+            let _ = std::fs::write("/dev/console", format!("{line}\n"));
+        }
     }
 }
 
@@ -628,10 +633,7 @@ impl Init {
             rss_kb(),
             self.supervisor.services_running()
         );
-        match log::get() {
-            Some(l) => l.write_line(&line, true),
-            None => println!("{line}"),
-        }
+        say(&line);
     }
 
     /// Stops everything, unmounts, syncs and powers off or reboots. Never returns.
@@ -654,11 +656,7 @@ impl Init {
         }
         sys::sync();
         let done = if action == Action::PowerOff { "powering off" } else { "rebooting" };
-        let line = format!("cairn-init: clean shutdown complete, {done}");
-        match log::get() {
-            Some(l) => l.write_line(&line, true),
-            None => println!("{line}"),
-        }
+        say(&format!("cairn-init: clean shutdown complete, {done}"));
         let cmd = if action == Action::PowerOff { libc::RB_POWER_OFF } else { libc::RB_AUTOBOOT };
         let err = sys::reboot(cmd);
         error!("reboot(2) failed: {err}; halting here");

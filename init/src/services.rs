@@ -2,8 +2,7 @@
 //! writes the OCI bundles; PID 1 takes the units it prints and supervises
 //! each as a `crun run` of its bundle.
 
-use crate::health::Probe;
-use crate::supervisor::{Backoff, Check, Condition, HealthSpec, RestartPolicy, Spec};
+use crate::supervisor::{Backoff, Spec};
 use cairn_model::wire;
 
 pub const SVCLOAD: &str = "/usr/bin/cairn-svcload";
@@ -14,30 +13,12 @@ fn to_spec(u: wire::Unit) -> Spec {
         stop_signal: u.stop_signal,
         stop_timeout: u.stop_timeout,
         service: true,
-        restart: match u.restart {
-            wire::RestartPolicy::Always => RestartPolicy::Always,
-            wire::RestartPolicy::OnFailure => RestartPolicy::OnFailure,
-            wire::RestartPolicy::Never => RestartPolicy::Never,
-        },
+        restart: u.restart,
         backoff: Backoff { base: u.backoff_base, cap: u.backoff_cap, stable_after: u.stable_after },
-        depends: u
-            .depends
-            .into_iter()
-            .map(|(n, c)| (n, if c == wire::Condition::Healthy { Condition::Healthy } else { Condition::Started }))
-            .collect(),
+        depends: u.depends,
         capture: true,
         container: u.container,
-        health: u.health.map(|h| HealthSpec {
-            check: match h.check {
-                wire::Check::Exec(argv) => Check::Exec(argv),
-                wire::Check::Tcp { host, port } => Check::Probe(Probe::Tcp { host, port }),
-                wire::Check::Http { host, port, path } => Check::Probe(Probe::Http { host, port, path }),
-            },
-            interval: h.interval,
-            timeout: h.timeout,
-            retries: h.retries,
-            start_period: h.start_period,
-        }),
+        health: u.health,
         ..Spec::process(&u.name, u.argv)
     }
 }

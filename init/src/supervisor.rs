@@ -5,7 +5,6 @@
 //! The decisions live here; what touches the machine sits behind [`Spawn`],
 //! so the logic is unit-tested with a fake.
 
-use crate::health::Probe;
 use crate::reaper::{Exit, Owner, Registry};
 use crate::sys::ExitStatus;
 use std::ffi::CString;
@@ -15,34 +14,9 @@ use std::os::unix::process::CommandExt;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RestartPolicy {
-    Always,
-    OnFailure,
-    Never,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Condition {
-    Started,
-    Healthy,
-}
-
-#[derive(Debug, Clone)]
-pub enum Check {
-    /// Run inside the container; exit 0 is healthy.
-    Exec(Vec<String>),
-    Probe(Probe),
-}
-
-#[derive(Debug, Clone)]
-pub struct HealthSpec {
-    pub check: Check,
-    pub interval: Duration,
-    pub timeout: Duration,
-    pub retries: u32,
-    pub start_period: Duration,
-}
+// The service model (restart policy, dependency condition, health check) is
+// the one cairn-svcload hands over; init adds only how to run and stop.
+pub use cairn_model::wire::{Check, Condition, HealthSpec, RestartPolicy};
 
 /// What to run and how to stop it.
 #[derive(Debug, Clone)]
@@ -361,7 +335,7 @@ impl Supervisor {
                         }
                     }
                 }
-                Check::Probe(probe) => {
+                probe => {
                     p.pending = Some(Pending { seq: p.seq, pid: None, deadline });
                     probes.push(crate::health::Request { service: idx, seq: p.seq, probe: probe.clone(), timeout: h.timeout });
                 }
@@ -512,29 +486,28 @@ impl Supervisor {
         self.index(name).and_then(|i| self.procs[i].spec.container.clone())
     }
 
-    /// Stops one process: its stop signal, up to its timeout, then SIGKILL.
-    fn stop_one(&mut self, idx: usize, reg: &mut Registry, sp: &mut dyn Spawn) {
-        let Some(pid) = self.procs[idx].pid else { return };
-        let spec = self.procs[idx].spec.clone();
-        info!("stopping {} pid={pid}", spec.name);
-        sp.signal(&spec, pid, spec.stop_signal);
-        let deadline = Instant::now() + spec.stop_timeout;
+    /// Reaps until the process at `idx` has exited or `limit` passes; true if it exited.
+    fn wait_exited(&mut self, idx: usize, limit: Duration, reg: &mut Registry, sp: &mut dyn Spawn) -> bool {
+        let deadline = Instant::now() + limit;
         while self.procs[idx].pid.is_some() && Instant::now() < deadline {
             for exit in reg.reap() {
                 self.on_exit(exit, Instant::now(), sp);
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        if self.procs[idx].pid.is_some() {
+        self.procs[idx].pid.is_none()
+    }
+
+    /// Stops one process: its stop signal, up to its timeout, then SIGKILL.
+    fn stop_one(&mut self, idx: usize, reg: &mut Registry, sp: &mut dyn Spawn) {
+        let Some(pid) = self.procs[idx].pid else { return };
+        let spec = self.procs[idx].spec.clone();
+        info!("stopping {} pid={pid}", spec.name);
+        sp.signal(&spec, pid, spec.stop_signal);
+        if !self.wait_exited(idx, spec.stop_timeout, reg, sp) {
             warn!("{} pid={pid} did not stop within {:?}; killing it", spec.name, spec.stop_timeout);
             sp.signal(&spec, pid, libc::SIGKILL);
-            let deadline = Instant::now() + Duration::from_secs(5).min(spec.stop_timeout * 2);
-            while self.procs[idx].pid.is_some() && Instant::now() < deadline {
-                for exit in reg.reap() {
-                    self.on_exit(exit, Instant::now(), sp);
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            self.wait_exited(idx, Duration::from_secs(5).min(spec.stop_timeout * 2), reg, sp);
         }
     }
 
@@ -564,16 +537,12 @@ impl Supervisor {
 static RUNTIME: std::sync::OnceLock<(&'static str, &'static str)> = std::sync::OnceLock::new();
 
 pub fn set_runtime(name: &str) {
-    let paths = match name {
-        "runc" => ("/usr/sbin/runc", "/run/runc"),
-        _ => ("/usr/bin/crun", "/run/crun"),
-    };
-    let _ = RUNTIME.set(paths);
+    let _ = RUNTIME.set(cairn_model::wire::runtime_paths(name));
 }
 
 /// The runtime's binary and state directory.
 pub fn runtime() -> (&'static str, &'static str) {
-    *RUNTIME.get().unwrap_or(&("/usr/bin/crun", "/run/crun"))
+    RUNTIME.get().copied().unwrap_or_else(|| cairn_model::wire::runtime_paths("crun"))
 }
 
 fn set_nonblocking(fd: &OwnedFd) {

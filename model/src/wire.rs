@@ -6,6 +6,16 @@
 
 use std::time::Duration;
 
+/// The OCI runtime binary and its state directory for `crun` (the default)
+/// or `runc`: the loader puts them in each unit's command, init uses them to
+/// signal, delete and exec.
+pub fn runtime_paths(name: &str) -> (&'static str, &'static str) {
+    match name {
+        "runc" => ("/usr/sbin/runc", "/run/runc"),
+        _ => ("/usr/bin/crun", "/run/crun"),
+    }
+}
+
 /// When a service restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RestartPolicy {

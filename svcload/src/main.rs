@@ -72,16 +72,8 @@ pub fn prepare_cgroups(notes: &mut String) {
     }
 }
 
-/// The OCI runtime's path for `crun` or `runc`, and its state directory.
-fn runtime_paths(runtime: &str) -> (&'static str, &'static str) {
-    match runtime {
-        "runc" => ("/usr/sbin/runc", "/run/runc"),
-        _ => ("/usr/bin/crun", "/run/crun"),
-    }
-}
-
 fn to_unit(spec: &ServiceSpec, bundle: &str, runtime: &str) -> Unit {
-    let (bin, state) = runtime_paths(runtime);
+    let (bin, state) = wire::runtime_paths(runtime);
     let id = format!("cairn-{}", spec.name);
     let health = spec.health.as_ref().map(|h| HealthSpec {
         check: match &h.check {

@@ -62,13 +62,12 @@ pub fn grow_partition(part: &BlockDev, disk_sectors: u64) -> Result<Option<(u64,
     let (Some(old), Some(new)) = (table.partitions.get(idx), grown.partitions.get(idx)) else {
         return Err(GrowError::NotPartition(part.name.clone()));
     };
+    cairn_gpt::write_grown(&mut dev, &grown).map_err(gpt_err)?;
     if old.last_lba == new.last_lba {
         // The disk grew but our partition is not the last one; only the
         // backup header moved.
-        cairn_gpt::write_grown(&mut dev, &grown).map_err(gpt_err)?;
         return Ok(None);
     }
-    cairn_gpt::write_grown(&mut dev, &grown).map_err(gpt_err)?;
     blkpg_resize(&dev, pno, new.first_lba * 512, (new.last_lba - new.first_lba + 1) * 512)
         .map_err(|source| GrowError::Blkpg { part: part.name.clone(), source })?;
     Ok(Some((old.last_lba - old.first_lba + 1, new.last_lba - new.first_lba + 1)))

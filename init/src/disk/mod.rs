@@ -8,7 +8,6 @@ pub mod dm;
 pub mod grow;
 
 use crate::cmdline::{Settings, Verity};
-use crate::mounts::{Mount, Mounter, RealMounter};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -173,17 +172,14 @@ fn try_run(settings: &Settings, verity: &Verity) -> Result<std::convert::Infalli
     if settings.debug_shell {
         carry_debug_tools();
     }
-    let mut m = RealMounter;
     for api in ["/dev", "/proc", "/sys", "/run"] {
         let to = format!("{SYSROOT}{api}");
-        let mv = Mount { source: api, target: "", fstype: "", flags: libc::MS_MOVE, data: "" };
-        crate::sys::mount(mv.source, &to, "", mv.flags, "").map_err(|source| Stage1Error::Mount {
+        crate::sys::mount(api, &to, "", libc::MS_MOVE, "").map_err(|source| Stage1Error::Mount {
             what: "(move)",
             dev: api.into(),
             target: to.clone(),
             source,
         })?;
-        let _ = m.mkdir_all(api);
     }
     free_initramfs();
     info!("stage 1 done in {}ms; switching root", start.elapsed().as_millis());

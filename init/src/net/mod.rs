@@ -8,6 +8,7 @@ pub mod netlink;
 pub mod rtnl;
 
 use crate::cmdline::{NetMode, Settings};
+use crate::error_chain;
 use rtnl::{Link, Rtnl};
 use std::io::Write as _;
 use std::net::Ipv4Addr;
@@ -48,7 +49,7 @@ fn run(settings: &Settings, report: impl Fn(Status)) {
         Err(e) => return report(Status::Failed(format!("cannot open rtnetlink: {e}"))),
     };
     if let Err(e) = bring_up_loopback(&mut rtnl) {
-        warn!("loopback not up: {}", chain(&e));
+        warn!("loopback not up: {}", error_chain(&e));
     }
     let link = match find_link(&mut rtnl, settings.iface.as_deref(), Duration::from_secs(5)) {
         Ok(l) => l,
@@ -67,20 +68,20 @@ fn run(settings: &Settings, report: impl Fn(Status)) {
         return report(Status::Off);
     }
     if let Err(e) = rtnl.set_up(link.index) {
-        return report(Status::Failed(format!("cannot bring {} up: {}", link.name, chain(&e))));
+        return report(Status::Failed(format!("cannot bring {} up: {}", link.name, error_chain(&e))));
     }
     match &settings.net {
         NetMode::Off => {}
         NetMode::Static(st) => {
             let result = rtnl.add_addr(link.index, st.addr, st.prefix).map_err(|e| {
-                format!("cannot set {}/{} on {}: {}", st.addr, st.prefix, link.name, chain(&e))
+                format!("cannot set {}/{} on {}: {}", st.addr, st.prefix, link.name, error_chain(&e))
             });
             if let Err(e) = result {
                 return report(Status::Failed(e));
             }
             if let Some(gw) = settings.gateway {
                 if let Err(e) = rtnl.set_default_route(link.index, gw, false) {
-                    warn!("cannot set default route via {gw}: {}", chain(&e));
+                    warn!("cannot set default route via {gw}: {}", error_chain(&e));
                 }
             }
             write_resolv_conf(&settings.dns, None);
@@ -90,17 +91,6 @@ fn run(settings: &Settings, report: impl Fn(Status)) {
         }
         NetMode::Dhcp => dhcp_loop(&mut rtnl, &link, mac, hostname, settings, report),
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 fn bring_up_loopback(rtnl: &mut Rtnl) -> Result<(), netlink::NetlinkError> {
@@ -115,7 +105,7 @@ fn bring_up_loopback(rtnl: &mut Rtnl) -> Result<(), netlink::NetlinkError> {
 fn find_link(rtnl: &mut Rtnl, name: Option<&str>, wait: Duration) -> Result<Link, String> {
     let deadline = Instant::now() + wait;
     loop {
-        let links = rtnl.links().map_err(|e| chain(&e))?;
+        let links = rtnl.links().map_err(|e| error_chain(&e))?;
         let found = match name {
             Some(n) => links.iter().find(|l| l.name == n),
             None => links.iter().find(|l| l.is_ethernet()),
@@ -174,10 +164,10 @@ fn write_resolv_conf(dns: &[Ipv4Addr], domain: Option<&str>) {
 
 fn apply_lease(rtnl: &mut Rtnl, link: &Link, lease: &dhcp::Lease, settings: &Settings) -> Result<(), String> {
     rtnl.add_addr(link.index, lease.addr, lease.prefix)
-        .map_err(|e| format!("cannot set {}/{} on {}: {}", lease.addr, lease.prefix, link.name, chain(&e)))?;
+        .map_err(|e| format!("cannot set {}/{} on {}: {}", lease.addr, lease.prefix, link.name, error_chain(&e)))?;
     if let Some(gw) = settings.gateway.or(lease.router) {
         if let Err(e) = rtnl.set_default_route(link.index, gw, true) {
-            warn!("cannot set default route via {gw}: {}", chain(&e));
+            warn!("cannot set default route via {gw}: {}", error_chain(&e));
         }
     }
     let dns = if settings.dns.is_empty() { &lease.dns } else { &settings.dns };
@@ -195,7 +185,7 @@ fn dhcp_loop(
 ) {
     let mut client = match dhcp::Client::new(&link.name, mac, Some(hostname)) {
         Ok(c) => c,
-        Err(e) => return report(Status::Failed(chain(&e))),
+        Err(e) => return report(Status::Failed(error_chain(&e))),
     };
     let mut reported = false;
     let mut retry = Duration::from_secs(1);
@@ -206,9 +196,9 @@ fn dhcp_loop(
         let lease = match client.acquire(Instant::now() + limit) {
             Ok(l) => l,
             Err(e) => {
-                warn!("DHCP on {}: {}; retrying in {retry:?}", link.name, chain(&e));
+                warn!("DHCP on {}: {}; retrying in {retry:?}", link.name, error_chain(&e));
                 if !reported {
-                    report(Status::Failed(chain(&e)));
+                    report(Status::Failed(error_chain(&e)));
                     reported = true;
                 }
                 std::thread::sleep(retry);
@@ -269,7 +259,7 @@ fn hold_lease(rtnl: &mut Rtnl, link: &Link, client: &mut dhcp::Client, mut lease
                 lease = new;
             }
             Err(e) => {
-                warn!("DHCP lease on {} expired: {}; address {} removed", link.name, chain(&e), lease.addr);
+                warn!("DHCP lease on {} expired: {}; address {} removed", link.name, error_chain(&e), lease.addr);
                 let _ = rtnl.del_addr(link.index, lease.addr, lease.prefix);
                 return;
             }
