@@ -17,8 +17,14 @@ CMDLINE := console=ttyS0 quiet panic=5 lsm=landlock,lockdown,yama,integrity,bpf
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 CARGO := cargo
 RUNS ?= 5
+# The OS version this build installs as (VERSION_ID in /etc/os-release).
+VERSION ?= 0.1.0
+# Update signing keys: made on first build, never overwritten, never committed.
+KEYS := build/keys
+# Root images the update tests install: see tests/tests/update.rs.
+TESTDIR := build/test
 
-.PHONY: deps kernel debs build image run test unit-test qemu-test bench clean
+.PHONY: deps kernel debs build keys image test-fixtures run test unit-test qemu-test bench clean
 
 deps:
 	@scripts/install-deps
@@ -35,18 +41,34 @@ debs: deps
 	@image/fetch-debs $(DEBROOT)
 
 IMAGE := target/release/cairn-image
-image: kernel debs build
+keys: build
+	@test -f $(KEYS)/release.key || $(IMAGE) keygen --out $(KEYS)/release.key --id release
+	@(echo "threshold 1"; cat $(KEYS)/release.key.pub) > $(KEYS)/keyring
+
+ROOT_ARGS = --init $(INIT_BIN) --cairnctl $(CTL_BIN) --svcload $(SVCLOAD_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
+image: kernel debs build keys
 	@mkdir -p out
 	echo "$(SOURCE_DATE_EPOCH)" > out/source-date-epoch
 	$(IMAGE) initramfs --out out/initramfs.img --init $(INIT_BIN) --kernel $(KERNEL_DIR)
 	$(IMAGE) initramfs --out out/initramfs-debug.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --busybox /bin/busybox
 	$(IMAGE) initramfs --out out/bench-busybox.img --init bench/busybox-init --busybox /bin/busybox
 	cp $(KERNEL_DIR)/boot/vmlinuz-$(RELEASE) out/vmlinuz
-	$(IMAGE) root --out build/root.img --init $(INIT_BIN) --cairnctl $(CTL_BIN) --svcload $(SVCLOAD_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --services services
+	$(IMAGE) root --out build/root.img $(ROOT_ARGS) --services services --version $(VERSION)
 	$(IMAGE) disk --out out/cairn.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs.img \
-		--cmdline "$(CMDLINE)" --cmdline-out out/cmdline --qcow2 out/cairn.qcow2
+		--cmdline "$(CMDLINE)" --cmdline-out out/cmdline --qcow2 out/cairn.qcow2 --version $(VERSION)
 	$(IMAGE) disk --out build/cairn-debug.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs-debug.img \
-		--cmdline "$(CMDLINE) cairn.debug=shell" --qcow2 out/cairn-debug.qcow2
+		--cmdline "$(CMDLINE) cairn.debug=shell" --qcow2 out/cairn-debug.qcow2 --version $(VERSION)
+
+# What the update tests install over the debug image: the same build as a
+# newer version, one with a service that is never healthy, one whose stage 2
+# hangs, and an initramfs the kernel cannot run (a kernel panic).
+test-fixtures: image
+	@mkdir -p $(TESTDIR)
+	echo "$(CMDLINE) cairn.debug=shell" > $(TESTDIR)/cmdline
+	$(IMAGE) root --out $(TESTDIR)/good-root.img $(ROOT_ARGS) --services services --version 0.2.0
+	$(IMAGE) root --out $(TESTDIR)/unhealthy-root.img $(ROOT_ARGS) --services services --services tests/fixtures/services --version 0.2.0
+	$(IMAGE) root --out $(TESTDIR)/hang-root.img $(ROOT_ARGS) --services services --version 0.2.0 --init tests/fixtures/hang-init
+	$(IMAGE) initramfs --out $(TESTDIR)/panic-initramfs.img --init tests/fixtures/no-init
 
 run: image
 	target/release/cairn-qemu run
@@ -54,7 +76,7 @@ run: image
 unit-test: deps
 	$(CARGO) test -q --locked --workspace --exclude cairn-tests
 
-qemu-test: image
+qemu-test: test-fixtures
 	$(CARGO) test --locked -p cairn-tests -- --test-threads=2
 
 test: unit-test qemu-test

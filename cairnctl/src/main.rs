@@ -6,6 +6,12 @@
 //! cairnctl restart NAME              stop and start a service
 //! cairnctl exec NAME -- CMD [ARG]... run a command inside a service's container
 //! cairnctl reboot | poweroff
+//! cairnctl update check              is there a newer signed version for this machine?
+//! cairnctl update apply [--no-reboot] download, install into the other slot, switch, reboot
+//! cairnctl update status             slots, entries, trial, floor, bad versions, repository
+//! cairnctl update set url=URL [channel=stable|beta|alpha]
+//! cairnctl update settle healthy | unhealthy REASON   (cairn-init, every boot)
+//! cairnctl rollback [--no-reboot]    boot the other slot, if it holds a version that was good
 //! ```
 //!
 //! The protocol: one request line of tab-separated words; the answer starts
@@ -16,10 +22,14 @@ use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
+mod update;
+
 const SOCKET: &str = "/run/cairn/control.sock";
 
 fn usage() -> ! {
     eprintln!("usage: cairnctl list | logs NAME [-f] | restart NAME | exec NAME -- CMD [ARG]... | reboot | poweroff");
+    eprintln!("       cairnctl update check | apply [--no-reboot] | status | set KEY=VALUE... | settle healthy|unhealthy REASON");
+    eprintln!("       cairnctl rollback [--no-reboot]");
     std::process::exit(2);
 }
 
@@ -56,7 +66,16 @@ fn request(args: &[String]) -> Result<Vec<String>> {
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let words = request(&args)?;
+    match args.first().map(String::as_str) {
+        Some("update") => return update::run(&args[1..]),
+        Some("rollback") => return update::rollback(&args[1..]),
+        _ => {}
+    }
+    control(&request(&args)?)
+}
+
+/// Sends one request to cairn-init and prints the answer.
+fn control(words: &[String]) -> Result<()> {
     let mut stream = UnixStream::connect(SOCKET).with_context(|| format!("Cannot reach cairn-init at {SOCKET}"))?;
     stream.write_all(format!("{}\n", words.join("\t")).as_bytes())?;
     let mut reader = BufReader::new(stream);

@@ -46,15 +46,6 @@ pub fn build(size: u64, files: &Files) -> Result<Vec<u8>> {
 /// `default` matches nothing else).
 pub const LOADER_CONF: &str = "default cairn-*\ntimeout 0\neditor no\nauto-entries no\nauto-firmware no\n";
 
-/// A Type #1 boot entry for a slot.
-pub fn entry(version: &str, slot: char, options: &str) -> String {
-    format!(
-        "title      Cairn {version} (slot {up})\nversion    {version}\nsort-key   cairn\n\
-         linux      /cairn/{slot}/vmlinuz\ninitrd     /cairn/{slot}/initramfs.img\noptions    {options}\n",
-        up = slot.to_ascii_uppercase()
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,14 +66,5 @@ mod tests {
         let mut back = Vec::new();
         std::io::Read::read_to_end(&mut f, &mut back).unwrap();
         assert_eq!(back.len(), 5000);
-    }
-
-    #[test]
-    fn entry_names_slot_files_and_sort_key() {
-        let e = entry("1.2.3", 'b', "console=ttyS0 cairn.slot=b");
-        assert!(e.contains("linux      /cairn/b/vmlinuz\n"));
-        assert!(e.contains("sort-key   cairn\n"));
-        assert!(e.contains("title      Cairn 1.2.3 (slot B)\n"));
-        assert!(e.ends_with("options    console=ttyS0 cairn.slot=b\n"));
     }
 }

@@ -4,10 +4,16 @@
 //! cairn-image initramfs --out FILE --init BIN [--kernel DIR] [--busybox BIN]
 //!                       [--file SRC:DST[:MODE]]...
 //! cairn-image root      --out FILE --init BIN --cairnctl BIN --svcload BIN --kernel DIR
-//!                       --debroot DIR --services DIR
+//!                       --debroot DIR --services DIR [--services DIR]... --keyring FILE
+//!                       [--version X.Y.Z]
 //! cairn-image disk      --out RAW --root FILE --vmlinuz FILE --initramfs FILE
 //!                       --cmdline ARGS [--cmdline-out FILE] [--qcow2 FILE]
-//!                       [--bootloader EFI]
+//!                       [--bootloader EFI] [--version X.Y.Z]
+//! cairn-image keygen    --out FILE --id ID          secret key FILE, public line FILE.pub
+//! cairn-image bundle    --out DIR --root FILE --vmlinuz FILE --initramfs FILE --version X.Y.Z
+//!                       --cmdline ARGS --key FILE [--key FILE]... [--channel stable]
+//!                       [--expires UNIX | --expires-days N] [--build-id TEXT]
+//! cairn-image publish   --bundle DIR --repo DIR      into DIR/<channel>/
 //! ```
 //!
 //! Outputs depend only on the inputs: timestamps come from `SOURCE_DATE_EPOCH`
@@ -19,6 +25,7 @@ mod disk;
 mod elfdeps;
 mod esp;
 mod kmods;
+mod release;
 mod modinfo;
 mod rootfs;
 mod services;
@@ -92,13 +99,19 @@ fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
         Some("initramfs") => initramfs(Args::parse(args, &["out", "init", "kernel", "busybox", "file"])?),
-        Some("root") => root(Args::parse(args, &["out", "init", "cairnctl", "svcload", "kernel", "debroot", "services"])?),
+        Some("root") => root(Args::parse(args, &["out", "init", "cairnctl", "svcload", "kernel", "debroot", "services", "keyring", "version"])?),
         Some("disk") => disk_cmd(Args::parse(
             args,
-            &["out", "root", "vmlinuz", "initramfs", "cmdline", "cmdline-out", "qcow2", "bootloader"],
+            &["out", "root", "vmlinuz", "initramfs", "cmdline", "cmdline-out", "qcow2", "bootloader", "version"],
         )?),
-        Some(other) => bail!("unknown command {other}; expected initramfs, root or disk"),
-        None => bail!("usage: cairn-image initramfs|root|disk --out FILE ..."),
+        Some("keygen") => release::keygen(&Args::parse(args, &["out", "id"])?),
+        Some("bundle") => release::bundle(&Args::parse(
+            args,
+            &["out", "root", "vmlinuz", "initramfs", "version", "cmdline", "key", "channel", "expires", "expires-days", "build-id"],
+        )?),
+        Some("publish") => release::publish(&Args::parse(args, &["bundle", "repo"])?),
+        Some(other) => bail!("unknown command {other}; expected initramfs, root, disk, keygen, bundle or publish"),
+        None => bail!("usage: cairn-image initramfs|root|disk|keygen|bundle|publish --out FILE ..."),
     }
 }
 
@@ -130,7 +143,7 @@ fn initramfs(a: Args) -> Result<()> {
     // The kernel opens /dev/console for init's stdio before anything is mounted.
     t.add("/dev/console", Node::CharDev { mode: 0o600, major: 5, minor: 1 })?;
     t.file("/init", 0o755, read(&a.path("init")?)?)?;
-    rootfs::etc_skeleton(&mut t)?;
+    rootfs::etc_skeleton(&mut t, env!("CARGO_PKG_VERSION"))?;
     let mods = match a.opt("kernel") {
         Some(k) => kmods::add(&mut t, Path::new(k), "/lib/modules", |l| matches!(l, Load::Boot | Load::Root))?,
         None => 0,
@@ -158,7 +171,16 @@ fn initramfs(a: Args) -> Result<()> {
 /// verity parameters go beside it in `<out>.verity`.
 fn root(a: Args) -> Result<()> {
     let out = a.path("out")?;
-    let t = rootfs::tree(&a.path("init")?, &[(a.path("cairnctl")?, "/usr/bin/cairnctl"), (a.path("svcload")?, "/usr/bin/cairn-svcload")], &a.path("kernel")?, &a.path("debroot")?, &a.path("services")?)?;
+    let services: Vec<PathBuf> = a.all("services").iter().map(PathBuf::from).collect();
+    if services.is_empty() {
+        bail!("--services is required");
+    }
+    let version = a.opt("version").unwrap_or(env!("CARGO_PKG_VERSION"));
+    version.parse::<cairn_updater::Version>().map_err(|e| anyhow::anyhow!("--version: {e}"))?;
+    let keyring = read(&a.path("keyring")?)?;
+    let release = rootfs::Release { version, keyring: &keyring };
+    let tools = [(a.path("cairnctl")?, "/usr/bin/cairnctl"), (a.path("svcload")?, "/usr/bin/cairn-svcload")];
+    let t = rootfs::tree(&a.path("init")?, &tools, &a.path("kernel")?, &a.path("debroot")?, &services, &release)?;
     let staging = out.with_extension("staging");
     let (bytes, info) = rootfs::build_image(&t, &staging, epoch()?)?;
     let _ = std::fs::remove_dir_all(&staging);
@@ -184,12 +206,12 @@ fn disk_cmd(a: Args) -> Result<()> {
     )?;
     let cmdline = format!("{} cairn.slot=a {}", a.opt("cmdline").unwrap_or("").trim(), info.cmdline());
     let bootloader = a.opt("bootloader").unwrap_or("/usr/lib/systemd/boot/efi/systemd-bootx64.efi");
-    let version = env!("CARGO_PKG_VERSION");
+    let version = a.opt("version").unwrap_or(env!("CARGO_PKG_VERSION"));
     let esp_files: esp::Files = vec![
         ("EFI/BOOT/BOOTX64.EFI".into(), read(Path::new(bootloader))?),
         ("loader/loader.conf".into(), esp::LOADER_CONF.as_bytes().to_vec()),
         // The first entry is known good: it never carries a boot counter.
-        ("loader/entries/cairn-a.conf".into(), esp::entry(version, 'a', &cmdline).into_bytes()),
+        ("loader/entries/cairn-a.conf".into(), cairn_updater::entries::text(version, 1, cairn_updater::entries::Slot::A, &cmdline).into_bytes()),
         ("cairn/a/vmlinuz".into(), read(&a.path("vmlinuz")?)?),
         ("cairn/a/initramfs.img".into(), read(&a.path("initramfs")?)?),
     ];

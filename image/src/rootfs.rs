@@ -57,8 +57,7 @@ pub(crate) fn usr_path(dst: &str) -> String {
     dst.to_string()
 }
 
-pub fn etc_skeleton(t: &mut Tree) -> Result<()> {
-    let v = env!("CARGO_PKG_VERSION");
+pub fn etc_skeleton(t: &mut Tree, v: &str) -> Result<()> {
     t.file("/etc/os-release", 0o644, format!(
         "NAME=Cairn\nID=cairn\nVERSION_ID={v}\nPRETTY_NAME=\"Cairn {v}\"\n").into_bytes())?;
     t.file("/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n".to_vec())?;
@@ -70,7 +69,15 @@ pub fn etc_skeleton(t: &mut Tree) -> Result<()> {
     Ok(())
 }
 
-pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, debroot: &Path, services_dir: &Path) -> Result<Tree> {
+/// What makes one release's root differ from another's besides the binaries.
+pub struct Release<'a> {
+    /// VERSION_ID in /etc/os-release: what the updater compares.
+    pub version: &'a str,
+    /// The trusted update keys (`threshold K`, `key ID HEX` lines).
+    pub keyring: &'a [u8],
+}
+
+pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, debroot: &Path, services_dirs: &[std::path::PathBuf], release: &Release<'_>) -> Result<Tree> {
     let mut t = Tree::default();
     for d in ["/dev", "/proc", "/sys", "/run", "/tmp", "/var", "/root", "/mnt", "/usr/bin", "/usr/sbin", "/usr/lib", "/usr/lib64"] {
         t.dir(d, if d == "/tmp" { 0o1777 } else if d == "/root" { 0o700 } else { 0o755 })?;
@@ -85,8 +92,14 @@ pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, de
         let bytes = std::fs::read(src).with_context(|| format!("Cannot read {}", src.display()))?;
         t.file(dst, 0o755, bytes)?;
     }
-    crate::services::add(&mut t, services_dir, debroot)?;
-    etc_skeleton(&mut t)?;
+    for dir in services_dirs {
+        crate::services::add(&mut t, dir, debroot)?;
+    }
+    etc_skeleton(&mut t, release.version)?;
+    let text = std::str::from_utf8(release.keyring).context("the update keyring is not text")?;
+    cairn_updater::Keyring::parse(text, "update keyring").context("The update keyring for the root is not valid")?;
+    t.file("/etc/cairn/update-keys", 0o644, release.keyring.to_vec())?;
+    t.file("/etc/cairn/update.conf", 0o644, b"# The update repository; `cairnctl update set url=...` overrides it on STATE.\nchannel=stable\n".to_vec())?;
     let ctd = std::fs::read(CONTAINERD_CONFIG).with_context(|| format!("Cannot read {CONTAINERD_CONFIG}"))?;
     t.file("/etc/containerd/config.toml", 0o644, ctd)?;
     kmods::add(&mut t, kernel, "/usr/lib/modules", |_| true)?;

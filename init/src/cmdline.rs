@@ -70,6 +70,12 @@ pub struct Settings {
     pub disable: Vec<String>,
     /// `cairn.runtime=crun|runc`: the OCI runtime for system services.
     pub runtime: String,
+    /// `cairn.watchdog=SECONDS`: the softdog timeout PID 1 keeps petting; a
+    /// hung PID 1 reboots the machine (and uses up a trial boot's try). 0: off.
+    pub watchdog: Duration,
+    /// `cairn.health_timeout=SECONDS`: how long a boot may take to get every
+    /// service healthy before the updater's verdict calls it unhealthy.
+    pub health_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -92,6 +98,8 @@ impl Default for Settings {
             enable: Vec::new(),
             disable: Vec::new(),
             runtime: "crun".into(),
+            watchdog: Duration::from_secs(30),
+            health_timeout: Duration::from_secs(180),
         }
     }
 }
@@ -281,6 +289,15 @@ pub fn parse(cmdline: &str) -> (Settings, Vec<Warning>) {
                 _ => bad("expected crun or runc".into(), "crun".into()),
             },
             "modules" => s.modules = list(value),
+            "watchdog" => match value.parse::<u64>() {
+                Ok(0) => s.watchdog = Duration::ZERO,
+                Ok(n) if (5..=3600).contains(&n) => s.watchdog = Duration::from_secs(n),
+                _ => bad("expected 0 (off) or 5 to 3600 seconds".into(), format!("{}", s.watchdog.as_secs())),
+            },
+            "health_timeout" => match parse_secs(value) {
+                Ok(d) => s.health_timeout = d,
+                Err(p) => bad(p, format!("{}", s.health_timeout.as_secs())),
+            },
             _ => warnings.push(Warning::UnknownKey { key: full }),
         }
     }

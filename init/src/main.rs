@@ -20,6 +20,7 @@ mod reaper;
 mod supervisor;
 mod services;
 mod sys;
+mod watchdog;
 
 use cmdline::{NetMode, Settings};
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -60,7 +61,16 @@ struct Init {
     supervisor: supervisor::Supervisor,
     mounted: mounts::Mounted,
     ready: bool,
+    watchdog: Option<watchdog::Watchdog>,
+    /// Whether this boot's verdict went to the updater.
+    verdict: bool,
 }
+
+/// The updater's verdict on a boot: healthy blesses a trial entry, unhealthy
+/// gives it up; on every boot it also notices a trial that failed before.
+const CAIRNCTL: &str = "/usr/bin/cairnctl";
+/// What the updater needs on a UEFI machine: the ESP and systemd-boot's variables.
+const UPDATE_MODULES: &[&str] = &["efivarfs", "vfat", "nls_cp437", "nls_iso8859_1"];
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -79,7 +89,8 @@ fn main() {
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let logger = log::init(tracing::Level::INFO);
     let stage2 = args.iter().any(|a| a == "--stage2");
-    let mut init = boot(logger, stage2);
+    let watchdog_fd = args.iter().find_map(|a| a.strip_prefix(watchdog::FD_ARG)?.parse().ok());
+    let mut init = boot(logger, stage2, watchdog_fd);
     init.run()
 }
 
@@ -116,7 +127,7 @@ pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
+fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Option<i32>) -> Init {
     let entered_ms = sys::boottime_ms();
     // Block the signals before any thread exists so every thread inherits the
     // mask and they all arrive on the signalfd.
@@ -173,6 +184,13 @@ fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
     let net_status = if net.is_none() { Some(net::Status::Failed("no network thread".into())) } else { None };
 
     load_modules(&release, &settings, &[BOOT_MODULES]);
+    let watchdog = match (settings.watchdog.is_zero(), watchdog_fd) {
+        (true, _) => None,
+        (false, Some(fd)) => watchdog::Watchdog::inherit(fd, settings.watchdog)
+            .map_err(|e| warn!("cannot take over the watchdog from stage 1 (fd {fd}): {e}"))
+            .ok(),
+        (false, None) => arm_watchdog(&settings),
+    };
 
     let acpi = match power::AcpiListener::open() {
         Ok(l) => Some(l),
@@ -240,6 +258,21 @@ fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
         supervisor,
         mounted,
         ready: false,
+        watchdog,
+        verdict: false,
+    }
+}
+
+fn arm_watchdog(settings: &Settings) -> Option<watchdog::Watchdog> {
+    match watchdog::Watchdog::arm(settings.watchdog) {
+        Ok(w) => {
+            info!("watchdog armed: reboot if PID 1 hangs for {} s", settings.watchdog.as_secs());
+            Some(w)
+        }
+        Err(e) => {
+            warn!("no watchdog (softdog): {e}");
+            None
+        }
     }
 }
 
@@ -247,8 +280,16 @@ fn boot(logger: &'static log::Logger, stage2: bool) -> Init {
 /// reboots, which uses up one of the boot entry's tries.
 fn stage1(release: &str, settings: &Settings) -> ! {
     load_modules(release, settings, &[BOOT_MODULES, ROOT_MODULES]);
+    // Armed before the root is even found: a trial slot that hangs anywhere
+    // from here on reboots and uses up a try.
+    let mut stage2_args = vec!["--stage2".to_string()];
+    if !settings.watchdog.is_zero() {
+        if let Some(w) = arm_watchdog(settings) {
+            stage2_args.push(format!("{}{}", watchdog::FD_ARG, w.into_raw_fd()));
+        }
+    }
     let err = match &settings.verity {
-        Some(v) => error_chain(&disk::run(settings, v)),
+        Some(v) => error_chain(&disk::run(settings, v, &stage2_args)),
         None => "cairn.slot is set but cairn.verity_blocks, cairn.verity_salt and cairn.verity_root are not all valid".into(),
     };
     error!("stage 1 failed: {err}");
@@ -330,7 +371,6 @@ fn debug_shell_spec(settings: &Settings, shell: &str) -> supervisor::Spec {
 }
 
 fn load_modules(release: &str, settings: &Settings, lists: &[&str]) {
-    let start = Instant::now();
     let mut names = Vec::new();
     for list in lists {
         match modules::read_list(Path::new(list)) {
@@ -339,6 +379,11 @@ fn load_modules(release: &str, settings: &Settings, lists: &[&str]) {
         }
     }
     names.extend(settings.modules.iter().cloned());
+    load_module_names(release, &names);
+}
+
+fn load_module_names(release: &str, names: &[String]) {
+    let start = Instant::now();
     if names.is_empty() {
         return;
     }
@@ -355,7 +400,7 @@ fn load_modules(release: &str, settings: &Settings, lists: &[&str]) {
         }
     };
     let mut files = 0;
-    for name in &names {
+    for name in names {
         match loader.load(name) {
             Ok(n) => files += n,
             Err(e) => error!("{}", error_chain(&e)),
@@ -386,8 +431,20 @@ impl Init {
                 }
             }
             self.maybe_ready();
+            self.maybe_verdict();
+            if let Some(w) = &mut self.watchdog {
+                w.pet();
+            }
             let now = Instant::now();
             let mut deadline = self.supervisor.next_deadline();
+            if let Some(w) = &self.watchdog {
+                let pet = now + w.interval();
+                deadline = Some(deadline.map_or(pet, |d| d.min(pet)));
+            }
+            if !self.verdict {
+                let limit = self.boot_started + self.settings.health_timeout;
+                deadline = Some(deadline.map_or(limit, |d| d.min(limit)));
+            }
             if !self.ready {
                 let wake = if self.net_status.is_none() { self.net_deadline } else { now + Duration::from_secs(5) };
                 deadline = Some(deadline.map_or(wake, |d| d.min(wake)));
@@ -636,10 +693,55 @@ impl Init {
         say(&line);
     }
 
+    /// Once per boot, on a disk booted through UEFI: hand the verdict to the
+    /// updater (`cairnctl update settle`), healthy when the ready line is
+    /// out, unhealthy when `cairn.health_timeout` passes first.
+    fn maybe_verdict(&mut self) {
+        if self.verdict {
+            return;
+        }
+        let timed_out = self.boot_started.elapsed() >= self.settings.health_timeout;
+        if !self.ready && !timed_out {
+            return;
+        }
+        self.verdict = true;
+        if self.settings.slot.is_none() || !Path::new("/sys/firmware/efi").exists() || !Path::new(CAIRNCTL).exists() {
+            return;
+        }
+        let release = sys::kernel_release().unwrap_or_default();
+        let names: Vec<String> = UPDATE_MODULES.iter().map(|m| m.to_string()).collect();
+        load_module_names(&release, &names);
+        let efivars = "/sys/firmware/efi/efivars";
+        if !sys::is_mountpoint(Path::new(efivars)) {
+            if let Err(e) = sys::mount("efivarfs", efivars, "efivarfs", (libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC) as u64, "") {
+                warn!("cannot mount efivarfs on {efivars}: {e}");
+            }
+        }
+        let mut argv: Vec<String> = [CAIRNCTL, "update", "settle"].iter().map(|s| s.to_string()).collect();
+        if self.ready {
+            argv.push("healthy".into());
+        } else {
+            let waiting = self.supervisor.not_ready().join(", ");
+            warn!("not healthy within cairn.health_timeout={} s: {waiting}", self.settings.health_timeout.as_secs());
+            argv.extend(["unhealthy".to_string(), format!("not healthy within {} s: {waiting}", self.settings.health_timeout.as_secs())]);
+        }
+        let spec = supervisor::Spec {
+            restart: cairn_model::wire::RestartPolicy::Never,
+            env: vec![("PATH".into(), "/usr/sbin:/usr/bin".into())],
+            ..supervisor::Spec::process("update-verdict", argv)
+        };
+        self.supervisor.add(spec, Instant::now());
+    }
+
     /// Stops everything, unmounts, syncs and powers off or reboots. Never returns.
     fn shutdown(&mut self, action: Action, reason: &str) -> ! {
         let verb = if action == Action::PowerOff { "power off" } else { "reboot" };
         warn!("shutdown: {reason}; will {verb}");
+        // Stopping may take every service's stop timeout in turn; the
+        // watchdog still guards against a shutdown that hangs for good.
+        if let Some(w) = &mut self.watchdog {
+            let _ = w.set_timeout(Duration::from_secs(600));
+        }
         self.supervisor.stop_all(&mut self.registry, &mut supervisor::RealSpawner);
 
         let _ = sys::kill(-1, libc::SIGTERM);

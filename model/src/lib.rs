@@ -1,5 +1,5 @@
-//! Types shared by Cairn's programs: service specs and the OCI bundles
-//! crun runs them from.
+//! Types shared by Cairn's programs: service specs, the OCI bundles crun
+//! runs them from, and the update manifest.
 //!
 //! Nothing here touches files or processes. [`service::parse`] takes the
 //! text of a service file, [`bundle::oci_config`] turns the result into an
@@ -23,6 +23,7 @@
 mod locate;
 
 pub mod bundle;
+pub mod manifest;
 pub mod seccomp;
 pub mod service;
 pub mod wire;

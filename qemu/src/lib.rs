@@ -459,9 +459,14 @@ impl Machine {
 
     /// Runs a command in the debug shell and returns its output and exit code.
     pub fn sh(&mut self, command: &str) -> Result<(String, i32)> {
+        self.sh_for(command, Duration::from_secs(60))
+    }
+
+    /// Like [`Machine::sh`], for commands that take longer than a minute.
+    pub fn sh_for(&mut self, command: &str, timeout: Duration) -> Result<(String, i32)> {
         let console = self.console.clone();
         let shell = self.shell.as_mut().ok_or_else(|| Error::Qmp("no debug port on this machine".into()))?;
-        shell.run(command, Duration::from_secs(60)).map_err(|e| match e {
+        shell.run(command, timeout).map_err(|e| match e {
             Error::Timeout { what, waited, .. } => Error::Timeout { what, waited, console: console.text() },
             other => other,
         })

@@ -188,7 +188,7 @@ fn two_builds_give_identical_images() {
     run(&[
         "root", "--out", root.to_str().unwrap(), "--init", i, "--cairnctl", ctl.to_str().unwrap(),
         "--svcload", svcload.to_str().unwrap(), "--kernel", k,
-        "--debroot", "build/debroot", "--services", "services",
+        "--debroot", "build/debroot", "--services", "services", "--keyring", "build/keys/keyring",
     ]);
     let cmdline = std::fs::read_to_string(out_dir().join("cmdline")).unwrap();
     let base = cmdline.split(" cairn.slot=").next().unwrap().to_string();

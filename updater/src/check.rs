@@ -2,7 +2,7 @@
 //! refusal says why, and nothing is written until all have passed.
 
 use crate::keys::{parse_signatures, Keyring};
-use crate::manifest::{Manifest, Version};
+use cairn_model::manifest::{Manifest, Version};
 use ed25519_dalek::Verifier;
 
 /// Why an update was refused.
@@ -80,8 +80,24 @@ pub fn check(manifest: &[u8], signatures: &str, keyring: &Keyring, ctx: &Context
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::manifest::tests::sample;
-    use ed25519_dalek::{Signer, SigningKey};
+    use cairn_model::manifest::{Manifest, Payload, RootPayload};
+    use ed25519_dalek::SigningKey;
+
+    fn sample(version: &str, expires: u64) -> String {
+        let h = "ab".repeat(32);
+        let p = |file: &str| Payload { file: file.into(), size: 10, sha256: h.clone() };
+        Manifest {
+            version: version.parse().unwrap(),
+            channel: "stable".into(),
+            build_id: "b1".into(),
+            expires,
+            cmdline: "console=ttyS0".into(),
+            root: RootPayload { file: "root.img".into(), size: 8192, sha256: h.clone(), verity_root: h.clone(), verity_salt: "00".into(), verity_blocks: 1 },
+            kernel: p("vmlinuz"),
+            initramfs: p("initramfs.img"),
+        }
+        .to_text()
+    }
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])
@@ -96,7 +112,7 @@ mod tests {
     }
 
     fn sign(m: &str, by: &[(&str, &SigningKey)]) -> String {
-        by.iter().map(|(id, k)| format!("{id} {}\n", hex::encode(k.sign(m.as_bytes()).to_bytes()))).collect()
+        by.iter().map(|(id, k)| crate::keys::signature_line(id, k, m.as_bytes())).collect()
     }
 
     fn ctx(bad: &[Version]) -> Context<'_> {

@@ -70,6 +70,29 @@ pub fn parse_signatures(text: &str) -> Vec<(String, Option<Signature>)> {
         .collect()
 }
 
+/// One line of a signature file: `ID HEX`.
+pub fn signature_line(id: &str, key: &ed25519_dalek::SigningKey, manifest: &[u8]) -> String {
+    use ed25519_dalek::Signer;
+    format!("{id} {}\n", hex::encode(key.sign(manifest).to_bytes()))
+}
+
+/// A secret key file holds `ID HEX` (the 32-byte seed); its public half goes
+/// into keyrings as `key ID HEX`.
+pub fn parse_secret(text: &str, origin: &str) -> Result<(String, ed25519_dalek::SigningKey), KeyError> {
+    let words: Vec<&str> = text.split_whitespace().collect();
+    match words.as_slice() {
+        [id, seed] => bytes::<32>(seed)
+            .map(|b| (id.to_string(), ed25519_dalek::SigningKey::from_bytes(&b)))
+            .ok_or_else(|| KeyError::Line { origin: origin.into(), line: 1, problem: "the seed is not 32 bytes of hex".into() }),
+        _ => Err(KeyError::Line { origin: origin.into(), line: 1, problem: "expected `ID HEX-SEED`".into() }),
+    }
+}
+
+/// The keyring line for a secret key's public half.
+pub fn public_line(id: &str, key: &ed25519_dalek::SigningKey) -> String {
+    format!("key {id} {}\n", hex::encode(key.verifying_key().to_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,15 +1,25 @@
-//! Cairn's updater, its first half: what an update must pass before it
-//! touches the inactive slot. A manifest (TOML) is signed with ed25519 over its
-//! exact bytes; the trusted keys ship in the verified root, and a manifest may
-//! need k of n signatures so keys rotate without a flag day.
+//! Cairn's updater: signed bundles from a static HTTP repository, installed
+//! into the slot that is not running, switched to with one rename, and kept
+//! only when the new slot comes up healthy.
 //!
-//! Signatures are checked before the manifest is even parsed. Installing,
-//! switching the boot entry, the health-gated commit and rollback come next.
+//! - [`check`]: signatures over the exact manifest bytes (k of n trusted
+//!   keys), expiry, channel, newer than running, the anti-rollback floor,
+//!   versions that failed here before;
+//! - [`update::Updater`]: download with resume, install, switch, the verdict
+//!   of the trial boot, rollback and status;
+//! - [`entries`]: systemd-boot entry names and text; [`state`]: what the
+//!   updater keeps on STATE.
 
 pub mod check;
+pub mod entries;
+pub mod http;
+pub use cairn_model::manifest;
 pub mod keys;
-pub mod manifest;
+pub mod state;
+pub mod system;
+pub mod update;
 
+pub use cairn_model::manifest::{Manifest, Payload, RootPayload, Version};
 pub use check::{check, Context, Refusal};
-pub use keys::{Keyring, KeyError};
-pub use manifest::{Manifest, Payload, Version};
+pub use keys::{KeyError, Keyring};
+pub use update::{UpdateError, Updater};

@@ -145,14 +145,14 @@ fn free_initramfs() {
 
 /// Runs stage 1. Returns only on failure; the caller logs and reboots, which
 /// uses up one of the boot entry's tries.
-pub fn run(settings: &Settings, verity: &Verity) -> Stage1Error {
-    match try_run(settings, verity) {
+pub fn run(settings: &Settings, verity: &Verity, stage2_args: &[String]) -> Stage1Error {
+    match try_run(settings, verity, stage2_args) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-fn try_run(settings: &Settings, verity: &Verity) -> Result<std::convert::Infallible, Stage1Error> {
+fn try_run(settings: &Settings, verity: &Verity, stage2_args: &[String]) -> Result<std::convert::Infallible, Stage1Error> {
     let start = Instant::now();
     let label = format!("ROOT-{}", settings.slot.unwrap_or('a').to_ascii_uppercase());
     let part = blockdev::wait_for_label(&label, settings.root_timeout)?;
@@ -187,7 +187,7 @@ fn try_run(settings: &Settings, verity: &Verity) -> Result<std::convert::Infalli
     crate::sys::mount(".", "/", "", libc::MS_MOVE, "").map_err(Stage1Error::SwitchRoot)?;
     crate::sys::chroot(".").map_err(Stage1Error::SwitchRoot)?;
     std::env::set_current_dir("/").map_err(Stage1Error::SwitchRoot)?;
-    let err = std::process::Command::new(STAGE2).arg("--stage2").exec();
+    let err = std::process::Command::new(STAGE2).args(stage2_args).exec();
     Err(Stage1Error::Exec(err))
 }
 

@@ -1,11 +1,38 @@
 //! The update manifest: what a bundle holds and how to know it is intact.
+//!
+//! ```toml
+//! version = "0.2.0"
+//! channel = "stable"
+//! build_id = "1732400000-3f2a9c1"
+//! expires = 1735000000            # Unix seconds; refused after
+//! cmdline = "console=ttyS0 quiet" # kernel options of the new slot, before
+//!                                 # cairn.slot and the verity parameters
+//! [root]                          # erofs + dm-verity tree, for the slot partition
+//! file = "cairn-0.2.0-root.img"
+//! size = 62914560
+//! sha256 = "..."
+//! verity_root = "..."
+//! verity_salt = "..."
+//! verity_blocks = 15000
+//! [kernel]                        # and [initramfs]: go to the ESP
+//! file = "cairn-0.2.0-vmlinuz"
+//! size = 8000000
+//! sha256 = "..."
+//! ```
 
 use serde::Deserialize;
 use std::fmt;
 
 /// An OS version, `major.minor.patch`, ordered numerically.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Version(pub u64, pub u64, pub u64);
+pub struct Version(
+    /// Major.
+    pub u64,
+    /// Minor.
+    pub u64,
+    /// Patch.
+    pub u64,
+);
 
 impl std::str::FromStr for Version {
     type Err = String;
@@ -62,6 +89,7 @@ struct Raw {
     channel: String,
     build_id: String,
     expires: u64,
+    cmdline: String,
     root: RootPayload,
     kernel: Payload,
     initramfs: Payload,
@@ -70,14 +98,22 @@ struct Raw {
 /// A parsed manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Manifest {
+    /// The OS version the bundle installs.
     pub version: Version,
     /// stable, beta or alpha.
     pub channel: String,
+    /// Which build made it, free text.
     pub build_id: String,
     /// Unix seconds after which the manifest is refused.
     pub expires: u64,
+    /// Kernel options of the new slot; the updater appends `cairn.slot=` and
+    /// the verity parameters.
+    pub cmdline: String,
+    /// The slot image.
     pub root: RootPayload,
+    /// The kernel, for the slot's directory on the ESP.
     pub kernel: Payload,
+    /// The initramfs, beside the kernel.
     pub initramfs: Payload,
 }
 
@@ -94,6 +130,20 @@ fn hex_of(what: &str, value: &str, len: Option<usize>) -> Result<(), String> {
 }
 
 impl Manifest {
+    /// The manifest as TOML, in the order [`Manifest::parse`] documents.
+    pub fn to_text(&self) -> String {
+        let payload = |p: &Payload| format!("file = {:?}\nsize = {}\nsha256 = \"{}\"\n", p.file, p.size, p.sha256);
+        let r = &self.root;
+        format!(
+            "version = \"{}\"\nchannel = {:?}\nbuild_id = {:?}\nexpires = {}\ncmdline = {:?}\n\n[root]\n\
+             file = {:?}\nsize = {}\nsha256 = \"{}\"\nverity_root = \"{}\"\nverity_salt = \"{}\"\nverity_blocks = {}\n\n\
+             [kernel]\n{}\n[initramfs]\n{}",
+            self.version, self.channel, self.build_id, self.expires, self.cmdline,
+            r.file, r.size, r.sha256, r.verity_root, r.verity_salt, r.verity_blocks,
+            payload(&self.kernel), payload(&self.initramfs)
+        )
+    }
+
     /// Parses and checks the shape of a manifest.
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| e.message().to_string())?;
@@ -107,6 +157,9 @@ impl Manifest {
         hex_of("root.sha256", &raw.root.sha256, Some(64))?;
         hex_of("root.verity_root", &raw.root.verity_root, Some(64))?;
         hex_of("root.verity_salt", &raw.root.verity_salt, None)?;
+        if raw.cmdline.contains('\n') || raw.cmdline.contains("cairn.slot=") || raw.cmdline.contains("cairn.verity_") {
+            return Err("cmdline must be one line without cairn.slot= or cairn.verity_* (the updater adds them)".into());
+        }
         for file in [&raw.root.file, &raw.kernel.file, &raw.initramfs.file] {
             if file.is_empty() || file.contains('/') || file.starts_with('.') {
                 return Err(format!("payload file name `{file}` must be a plain name"));
@@ -117,6 +170,7 @@ impl Manifest {
             channel: raw.channel,
             build_id: raw.build_id,
             expires: raw.expires,
+            cmdline: raw.cmdline,
             root: raw.root,
             kernel: raw.kernel,
             initramfs: raw.initramfs,
@@ -125,13 +179,14 @@ impl Manifest {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
+    /// A well-formed manifest for tests.
     pub fn sample(version: &str, expires: u64) -> String {
         let h = "ab".repeat(32);
         format!(
-            "version = \"{version}\"\nchannel = \"stable\"\nbuild_id = \"b1\"\nexpires = {expires}\n\
+            "version = \"{version}\"\nchannel = \"stable\"\nbuild_id = \"b1\"\nexpires = {expires}\ncmdline = \"console=ttyS0\"\n\
              [root]\nfile = \"root.img\"\nsize = 8192\nsha256 = \"{h}\"\nverity_root = \"{h}\"\nverity_salt = \"00ff\"\nverity_blocks = 2\n\
              [kernel]\nfile = \"vmlinuz\"\nsize = 10\nsha256 = \"{h}\"\n\
              [initramfs]\nfile = \"initramfs.img\"\nsize = 10\nsha256 = \"{h}\"\n"
@@ -156,5 +211,13 @@ pub(crate) mod tests {
         assert!(e.contains("plain name"), "{e}");
         let e = Manifest::parse(&sample("1.0.0", 1).replace("size = 10\n", "size = 10\nextra = 1\n")).unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
+        let e = Manifest::parse(&sample("1.0.0", 1).replace("console=ttyS0", "cairn.slot=b")).unwrap_err();
+        assert!(e.contains("cmdline"), "{e}");
+    }
+
+    #[test]
+    fn writes_what_it_parses() {
+        let m = Manifest::parse(&sample("1.2.10", 99)).unwrap();
+        assert_eq!(Manifest::parse(&m.to_text()).unwrap(), m);
     }
 }

@@ -1,0 +1,445 @@
+//! Signed A/B updates end to end: UEFI (OVMF, systemd-boot 252 with boot
+//! counting), a real HTTP server on the host (busybox httpd) reached through
+//! QEMU's user network at 10.0.2.2, bundles signed by `cairn-image` with the
+//! key the image trusts. The new versions come from `make test-fixtures`.
+
+use cairn_qemu::{make_overlay, out_dir, qemu_img, Config, Machine, Scratch};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const BOOT: Duration = Duration::from_secs(240);
+/// Three counted tries of a broken slot, then the old one.
+const ROLLBACK: Duration = Duration::from_secs(420);
+const APPLY: Duration = Duration::from_secs(600);
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn fixture(name: &str) -> String {
+    let p = repo().join("build/test").join(name);
+    assert!(p.exists(), "{} is missing: run make test-fixtures", p.display());
+    p.display().to_string()
+}
+
+/// The debug image's kernel options, so the new slot keeps the test's shell.
+fn cmdline() -> String {
+    std::fs::read_to_string(fixture("cmdline")).unwrap().trim().to_string()
+}
+
+/// A static update repository served over HTTP while this lives.
+struct Server {
+    dir: Scratch,
+    port: u16,
+    child: Child,
+}
+
+impl Server {
+    fn start(name: &str) -> Server {
+        let dir = Scratch::new(name).unwrap();
+        std::fs::create_dir_all(dir.path("repo")).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("busybox")
+            .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
+            .arg(dir.path("repo"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("busybox httpd (package busybox-static) runs");
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Server { dir, port, child };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("busybox httpd did not listen on {port}");
+    }
+
+    fn url(&self) -> String {
+        format!("http://10.0.2.2:{}", self.port)
+    }
+
+    fn channel(&self) -> PathBuf {
+        self.dir.path("repo/stable")
+    }
+
+    /// Builds a signed bundle and publishes it to the stable channel.
+    fn publish(&self, b: &Bundle) {
+        let out = self.dir.path(&format!("bundle-{}", b.version));
+        let _ = std::fs::remove_dir_all(&out);
+        let image = repo().join("target/release/cairn-image");
+        let cmdline = format!("{} {}", cmdline(), b.extra_cmdline);
+        let mut args: Vec<String> = ["bundle", "--out"].iter().map(|s| s.to_string()).collect();
+        args.push(out.display().to_string());
+        for (k, v) in [
+            ("--root", b.root.clone()),
+            ("--vmlinuz", out_dir().join("vmlinuz").display().to_string()),
+            ("--initramfs", b.initramfs.clone()),
+            ("--version", b.version.to_string()),
+            ("--cmdline", cmdline),
+            ("--key", b.key.clone()),
+        ] {
+            args.push(k.into());
+            args.push(v);
+        }
+        if let Some(e) = b.expires {
+            args.push("--expires".into());
+            args.push(e.to_string());
+        }
+        let st = Command::new(&image).args(&args).current_dir(repo()).status().unwrap();
+        assert!(st.success(), "cairn-image {args:?}");
+        let st = Command::new(&image)
+            .args(["publish", "--bundle"])
+            .arg(&out)
+            .arg("--repo")
+            .arg(self.dir.path("repo"))
+            .status()
+            .unwrap();
+        assert!(st.success(), "cairn-image publish");
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Bundle {
+    version: &'static str,
+    root: String,
+    initramfs: String,
+    extra_cmdline: &'static str,
+    key: String,
+    expires: Option<u64>,
+}
+
+fn release_key() -> String {
+    repo().join("build/keys/release.key").display().to_string()
+}
+
+/// The same build as the running one, as version 0.2.0.
+fn good() -> Bundle {
+    Bundle {
+        version: "0.2.0",
+        root: fixture("good-root.img"),
+        initramfs: out_dir().join("initramfs-debug.img").display().to_string(),
+        extra_cmdline: "",
+        key: release_key(),
+        expires: None,
+    }
+}
+
+/// A v1 disk of its own, 1 GiB larger so STATE grows and has room to stage.
+fn fresh_disk(dir: &Scratch) -> PathBuf {
+    let disk = dir.path("disk.qcow2");
+    make_overlay(&out_dir().join("cairn-debug.qcow2"), &disk).unwrap();
+    qemu_img(&["resize", "-q", disk.to_str().unwrap(), "+1G"]).unwrap();
+    disk
+}
+
+fn start(disk: &Path) -> Machine {
+    let mut cfg = Config::uefi(&out_dir(), "cairn-debug.qcow2").unwrap().with_disk_file(disk);
+    cfg.debug_port = true;
+    let mut m = Machine::start(&cfg).expect("QEMU starts");
+    m.wait_for("cairn-init: ready", BOOT).expect("ready");
+    m
+}
+
+/// (slot, VERSION_ID) of the running system.
+fn running(m: &mut Machine) -> (String, String) {
+    let cmdline = m.sh_ok("cat /proc/cmdline").unwrap();
+    let slot = cmdline.split_whitespace().find_map(|w| w.strip_prefix("cairn.slot=")).unwrap_or("?").to_string();
+    let version = m.sh_ok(". /etc/os-release; echo $VERSION_ID").unwrap().trim().to_string();
+    (slot, version)
+}
+
+fn status(m: &mut Machine) -> String {
+    m.sh_ok("cairnctl update status").unwrap()
+}
+
+fn set_repo(m: &mut Machine, s: &Server) {
+    m.sh_ok(&format!("cairnctl update set url={}", s.url())).unwrap();
+}
+
+/// Installs without rebooting and returns what the updater said.
+fn apply(m: &mut Machine) -> (String, i32) {
+    m.sh_for("cairnctl update apply --no-reboot 2>&1", APPLY).unwrap()
+}
+
+fn reboot(m: &mut Machine) {
+    m.sh_send("cairnctl reboot").unwrap();
+    m.shell_restarted();
+    m.wait_for("clean shutdown complete, rebooting", BOOT).expect("a clean reboot");
+}
+
+/// md5 of slot A's entry, read from the ESP mounted read-only.
+fn entry_a(m: &mut Machine) -> String {
+    m.sh_ok("mkdir -p /run/espcheck && mount -o ro -t vfat /dev/vda1 /run/espcheck && md5sum /run/espcheck/loader/entries/cairn-a.conf; umount /run/espcheck")
+        .unwrap()
+}
+
+#[test]
+fn v1_updates_to_v2_which_is_blessed_and_stays() {
+    let dir = Scratch::new("update-good").unwrap();
+    let server = Server::start("repo-good");
+    server.publish(&good());
+    let mut m = start(&fresh_disk(&dir));
+    assert_eq!(running(&mut m), ("a".into(), "0.1.0".into()));
+    set_repo(&mut m, &server);
+    let check = m.sh_ok("cairnctl update check").unwrap();
+    assert!(check.contains("0.2.0 is available (running 0.1.0)"), "{check}");
+    let a_before = entry_a(&mut m);
+    let (out, code) = apply(&mut m);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("boot entry cairn-b+3-0.conf is now first"), "{out}");
+    assert!(out.contains("installed 0.2.0 into slot b"), "{out}");
+    let st = status(&mut m);
+    assert!(st.contains("entry cairn-b+3-0.conf: slot b version 0.2.0 generation 2 on trial (3 tries left, 0 used)"), "{st}");
+    reboot(&mut m);
+    m.wait_for("cairn-init: ready", BOOT).expect("v2 comes up");
+    m.wait_for("blessed slot b (0.2.0)", BOOT).expect("the healthy trial is blessed");
+    assert_eq!(running(&mut m), ("b".into(), "0.2.0".into()));
+    let st = status(&mut m);
+    assert!(st.contains("entry cairn-b.conf: slot b version 0.2.0 generation 2 good"), "{st}");
+    assert!(st.contains("entry cairn-a.conf: slot a version 0.1.0 generation 1 good"), "the old slot stays as the fallback: {st}");
+    assert!(st.contains("floor: 0.2.0"), "{st}");
+    assert_eq!(entry_a(&mut m), a_before, "the known-good entry is never touched");
+    let check = m.sh_ok("cairnctl update check").unwrap();
+    assert!(check.contains("up to date"), "{check}");
+    reboot(&mut m);
+    m.wait_for("cairn-init: ready", BOOT).expect("v2 again");
+    assert_eq!(running(&mut m), ("b".into(), "0.2.0".into()), "the next boot still runs v2");
+
+    // Manual rollback to the version that was good in slot A.
+    let out = m.sh_ok("cairnctl rollback --no-reboot").unwrap();
+    assert!(out.contains("the next boot tries 0.1.0 in the other slot"), "{out}");
+    reboot(&mut m);
+    m.wait_for("cairn-init: ready", BOOT).expect("v1 after rollback");
+    m.wait_for("blessed slot a (0.1.0)", BOOT).expect("the rollback is blessed too");
+    assert_eq!(running(&mut m), ("a".into(), "0.1.0".into()));
+    let st = status(&mut m);
+    assert!(st.contains("floor: 0.2.0"), "a rollback never lowers the floor: {st}");
+    m.kill();
+}
+
+/// Boots v1, installs `b`, reboots and waits for the machine to come back on
+/// v1 by itself, with `b` recorded as bad.
+fn install_and_fall_back(name: &str, b: Bundle, sign_of_failure: &str, verdict: &str) {
+    let dir = Scratch::new(name).unwrap();
+    let server = Server::start(&format!("repo-{name}"));
+    server.publish(&b);
+    let mut m = start(&fresh_disk(&dir));
+    set_repo(&mut m, &server);
+    let a_before = entry_a(&mut m);
+    let (out, code) = apply(&mut m);
+    assert_eq!(code, 0, "{out}");
+    reboot(&mut m);
+    m.wait_for(sign_of_failure, ROLLBACK).expect("the new slot fails");
+    m.wait_for(verdict, ROLLBACK).expect("the failure is recorded");
+    m.shell_restarted();
+    assert_eq!(running(&mut m), ("a".into(), "0.1.0".into()), "back on v1");
+    assert_eq!(entry_a(&mut m), a_before, "the blessed v1 entry is untouched");
+    let st = status(&mut m);
+    assert!(st.contains("bad: 0.2.0"), "{st}");
+    assert!(!st.contains("cairn-b"), "the failed entry is gone: {st}");
+    assert!(st.contains("floor: 0.0.0"), "the floor did not move: {st}");
+    let (out, code) = m.sh("cairnctl update check 2>&1").unwrap();
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("Version 0.2.0 failed its trial on this machine before; not installed again automatically"), "{out}");
+    m.kill();
+}
+
+#[test]
+fn a_v2_that_never_gets_healthy_ends_back_on_v1_and_is_not_retried() {
+    let b = Bundle {
+        root: fixture("unhealthy-root.img"),
+        extra_cmdline: "cairn.health_timeout=20",
+        ..good()
+    };
+    install_and_fall_back(
+        "unhealthy",
+        b,
+        "slot b (0.2.0) failed its trial: not healthy within 20 s: never-healthy",
+        "cairn-init: ready",
+    );
+}
+
+#[test]
+fn a_v2_whose_kernel_panics_ends_back_on_v1() {
+    let b = Bundle { initramfs: fixture("panic-initramfs.img"), ..good() };
+    install_and_fall_back(
+        "panic",
+        b,
+        "Kernel panic",
+        "slot b (0.2.0) did not come up healthy in its tries (crash, kernel panic or hang); back on slot a (0.1.0)",
+    );
+}
+
+#[test]
+fn a_v2_whose_init_hangs_ends_back_on_v1() {
+    let b = Bundle { root: fixture("hang-root.img"), extra_cmdline: "cairn.watchdog=10", ..good() };
+    install_and_fall_back(
+        "hang",
+        b,
+        "hang-init: stage 2 hangs here on purpose",
+        "slot b (0.2.0) did not come up healthy in its tries (crash, kernel panic or hang); back on slot a (0.1.0)",
+    );
+}
+
+/// Guest byte ranges the overlay holds, i.e. what the guest wrote.
+fn written_ranges(disk: &Path) -> Vec<(u64, u64)> {
+    let out = Command::new("qemu-img").args(["map", "-U", "--output=json"]).arg(disk).output().unwrap();
+    assert!(out.status.success());
+    let map: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    map.as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["depth"] == 0 && e["data"] == true)
+        .map(|e| (e["start"].as_u64().unwrap(), e["length"].as_u64().unwrap()))
+        .collect()
+}
+
+#[test]
+fn refused_updates_leave_slot_and_esp_byte_for_byte_unchanged() {
+    let dir = Scratch::new("refusals").unwrap();
+    let server = Server::start("repo-refusals");
+    let disk = fresh_disk(&dir);
+    let mut m = start(&disk);
+    set_repo(&mut m, &server);
+    let rogue = dir.path("rogue.key");
+    let st = Command::new(repo().join("target/release/cairn-image"))
+        .args(["keygen", "--id", "rogue", "--out"])
+        .arg(&rogue)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let manifest = server.channel().join("manifest.toml");
+    let root_payload = server.channel().join("cairn-0.2.0-root.img");
+    type Spoil = Box<dyn Fn()>;
+    let cases: Vec<(&str, Bundle, Spoil, &str)> = vec![
+        ("bad signature", good(), Box::new({
+            let manifest = manifest.clone();
+            move || {
+                let t = std::fs::read_to_string(&manifest).unwrap().replace("build_id = \"local\"", "build_id = \"evil\"");
+                std::fs::write(&manifest, t).unwrap();
+            }
+        }), "Signature by key release does not match the manifest"),
+        ("unknown key", Bundle { key: rogue.display().to_string(), ..good() }, Box::new(|| {}),
+            "Signed only by keys this machine does not trust: rogue"),
+        ("expired", Bundle { expires: Some(now - 3600), ..good() }, Box::new(|| {}), "Manifest expired at"),
+        ("downgrade", Bundle { version: "0.0.9", ..good() }, Box::new(|| {}), "Version 0.0.9 is not newer than the running 0.1.0"),
+        ("payload hash", good(), Box::new({
+            let p = root_payload.clone();
+            move || {
+                // Same size, one byte different: only the hash can tell.
+                let mut bytes = std::fs::read(&p).unwrap();
+                bytes[4096 * 3] ^= 0xff;
+                let _ = std::fs::remove_file(&p);
+                std::fs::write(&p, bytes).unwrap();
+            }
+        }), "cairn-0.2.0-root.img: sha256 is"),
+        ("truncated", good(), Box::new({
+            let p = root_payload.clone();
+            move || {
+                let bytes = std::fs::read(&p).unwrap();
+                let _ = std::fs::remove_file(&p);
+                std::fs::write(&p, &bytes[..bytes.len() / 3]).unwrap();
+            }
+        }), "on the server is"),
+    ];
+    let before = written_ranges(&disk);
+    for (what, bundle, spoil, message) in cases {
+        server.publish(&bundle);
+        spoil();
+        let (out, code) = apply(&mut m);
+        assert_ne!(code, 0, "{what}: must be refused: {out}");
+        assert!(out.contains("update refused") && out.contains(message), "{what}: `{message}` in:\n{out}");
+    }
+    // The ESP and slot B: the overlay holds no new write there.
+    let esp = (1u64 << 20, 129u64 << 20);
+    let slot_b = (1153u64 << 20, 2177u64 << 20);
+    let after = written_ranges(&disk);
+    for (start, len) in after.iter().filter(|r| !before.contains(r)) {
+        let end = start + len;
+        for (name, (lo, hi)) in [("ESP", esp), ("ROOT-B", slot_b)] {
+            assert!(end <= lo || *start >= hi, "{name} was written at {start}..{end}");
+        }
+    }
+    let st = status(&mut m);
+    assert!(!st.contains("cairn-b") && !st.contains("trial"), "{st}");
+    m.kill();
+}
+
+/// Cuts the power at `step` of an update (the updater stops there when STATE
+/// says so), boots again, and then finishes the update.
+fn cut_power_at(step: &str) {
+    let dir = Scratch::new(&format!("cut-{step}")).unwrap();
+    let server = Server::start(&format!("repo-cut-{step}"));
+    server.publish(&good());
+    let disk = fresh_disk(&dir);
+    let mut m = start(&disk);
+    set_repo(&mut m, &server);
+    m.sh_ok(&format!("echo {step} > /var/lib/cairn/update/pause-at")).unwrap();
+    let in_trial = matches!(step, "bless" | "blessed");
+    if in_trial {
+        let (out, code) = apply(&mut m);
+        assert_eq!(code, 0, "{out}");
+        reboot(&mut m);
+    } else {
+        m.sh_send("cairnctl update apply --no-reboot").unwrap();
+    }
+    m.wait_for(&format!("paused at {step}"), APPLY).expect("the updater reaches the step");
+    m.kill();
+
+    let mut m = start(&disk);
+    let (slot, version) = running(&mut m);
+    assert!(
+        (slot == "a" && version == "0.1.0") || (slot == "b" && version == "0.2.0"),
+        "cut at {step}: came up on a valid slot, not slot {slot} with {version}"
+    );
+    m.sh_ok("rm -f /var/lib/cairn/update/pause-at").unwrap();
+    if slot == "a" {
+        let (out, code) = apply(&mut m);
+        assert_eq!(code, 0, "cut at {step}: the retried update works: {out}");
+        reboot(&mut m);
+        m.wait_for("cairn-init: ready", BOOT).expect("v2 comes up");
+    }
+    // The trial boot's verdict, whichever boot it came in.
+    for _ in 0..30 {
+        let st = status(&mut m);
+        if st.contains("entry cairn-b.conf: slot b version 0.2.0 generation 2 good") && st.contains("floor: 0.2.0") {
+            break;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(running(&mut m), ("b".into(), "0.2.0".into()), "cut at {step}: ends on v2");
+    let st = status(&mut m);
+    assert!(st.contains("entry cairn-b.conf: slot b version 0.2.0 generation 2 good"), "cut at {step}: {st}");
+    assert!(st.contains("entry cairn-a.conf: slot a version 0.1.0 generation 1 good"), "cut at {step}: {st}");
+    assert!(st.contains("floor: 0.2.0") && !st.contains("trial"), "cut at {step}: {st}");
+    m.kill();
+}
+
+#[test]
+fn power_cuts_while_downloading_and_writing_the_slot() {
+    for step in ["download-half-cairn-0.2.0-root.img", "staged", "old-entry-removed", "slot-half-written"] {
+        cut_power_at(step);
+    }
+}
+
+#[test]
+fn power_cuts_while_writing_the_esp_and_switching() {
+    for step in ["slot-written", "esp-vmlinuz", "esp-initramfs.img", "entry-staged"] {
+        cut_power_at(step);
+    }
+}
+
+#[test]
+fn power_cuts_after_the_switch_and_around_the_bless() {
+    for step in ["committed", "bless", "blessed"] {
+        cut_power_at(step);
+    }
+}

@@ -1,0 +1,168 @@
+//! The machine as the updater sees it: which slot and version run, where the
+//! partitions are, the ESP mounted on demand, and what the boot loader said.
+
+use crate::entries::Slot;
+use cairn_model::manifest::Version;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SystemError {
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("{0}")]
+    Missing(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> SystemError {
+    let what = what.into();
+    move |source| SystemError::Io { what, source }
+}
+
+/// The slot this boot runs from: `cairn.slot=` on the kernel command line.
+pub fn running_slot(cmdline: &str) -> Option<Slot> {
+    cmdline.split_whitespace().find_map(|w| w.strip_prefix("cairn.slot=")).and_then(Slot::parse)
+}
+
+/// VERSION_ID from an os-release text.
+pub fn os_version(os_release: &str) -> Option<Version> {
+    os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_ID="))
+        .and_then(|v| v.trim_matches('"').parse().ok())
+}
+
+/// The device node of the partition with GPT label `label`.
+pub fn partition(label: &str) -> Result<PathBuf, SystemError> {
+    let dir = std::fs::read_dir("/sys/class/block").map_err(io("/sys/class/block"))?;
+    let mut names: Vec<String> = dir.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort();
+    for name in names {
+        let uevent = std::fs::read_to_string(format!("/sys/class/block/{name}/uevent")).unwrap_or_default();
+        if uevent.lines().any(|l| l.strip_prefix("PARTNAME=") == Some(label)) {
+            return Ok(PathBuf::from(format!("/dev/{name}")));
+        }
+    }
+    Err(SystemError::Missing(format!("no partition labelled {label} (is this a Cairn disk?)")))
+}
+
+fn c(s: &str) -> Result<CString, SystemError> {
+    CString::new(s).map_err(|_| SystemError::Missing(format!("{s:?} holds a NUL byte")))
+}
+
+/// The ESP, mounted while this value lives.
+pub struct Esp {
+    pub dir: PathBuf,
+    pub writable: bool,
+}
+
+pub const ESP_MOUNT: &str = "/run/cairn/esp";
+
+impl Esp {
+    /// Mounts the ESP at [`ESP_MOUNT`], read-only unless `writable`: a boot
+    /// that changes nothing must not even set the FAT's dirty bit.
+    /// `errors=continue`: a FAT left odd by a power cut must not turn
+    /// read-only under the updater that repairs it.
+    pub fn mount(writable: bool) -> Result<Esp, SystemError> {
+        let dev = partition("ESP")?;
+        std::fs::create_dir_all(ESP_MOUNT).map_err(io(format!("cannot create {ESP_MOUNT}")))?;
+        let (src, dst, fstype) = (c(&dev.display().to_string())?, c(ESP_MOUNT)?, c("vfat")?);
+        let data = c("iocharset=iso8859-1,codepage=437,errors=continue")?;
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | if writable { 0 } else { libc::MS_RDONLY };
+        // SAFETY: all pointers are to live NUL-terminated strings owned by this frame.
+        let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) };
+        if rc != 0 {
+            let e = std::io::Error::last_os_error();
+            let hint = if e.raw_os_error() == Some(libc::ENODEV) { " (the vfat module is not loaded)" } else { "" };
+            return Err(SystemError::Io { what: format!("cannot mount the ESP {} on {ESP_MOUNT}{hint}", dev.display()), source: e });
+        }
+        Ok(Esp { dir: PathBuf::from(ESP_MOUNT), writable })
+    }
+
+    pub fn entries_dir(&self) -> PathBuf {
+        self.dir.join("loader/entries")
+    }
+
+    /// Flushes everything written to the ESP.
+    pub fn sync(&self) -> Result<(), SystemError> {
+        let f = std::fs::File::open(&self.dir).map_err(io("cannot open the ESP"))?;
+        // SAFETY: syncfs on a descriptor we own.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f)) } != 0 {
+            return Err(io("cannot sync the ESP")(std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Esp {
+    fn drop(&mut self) {
+        if self.writable {
+            let _ = self.sync();
+        }
+        if let Ok(dst) = c(ESP_MOUNT) {
+            // SAFETY: a live NUL-terminated path.
+            unsafe { libc::umount2(dst.as_ptr(), 0) };
+        }
+    }
+}
+
+const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
+pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
+
+/// Whether the machine booted through UEFI.
+pub fn efi() -> bool {
+    Path::new("/sys/firmware/efi").exists()
+}
+
+/// A systemd-boot variable as text (UTF-16 after 4 attribute bytes), if set.
+pub fn loader_var(name: &str) -> Option<String> {
+    let bytes = std::fs::read(format!("{EFIVARS}/{name}-{LOADER_GUID}")).ok()?;
+    let units: Vec<u16> = bytes.get(4..)?.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+    Some(String::from_utf16_lossy(&units).trim_end_matches('\0').to_string())
+}
+
+/// Writes `path` whole and flushes it.
+pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SystemError> {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
+    f.write_all(bytes).map_err(io(format!("cannot write {}", path.display())))?;
+    f.sync_all().map_err(io(format!("cannot flush {}", path.display())))
+}
+
+/// Flushes a directory, so renames and removals in it are on disk.
+pub fn sync_dir(dir: &Path) -> Result<(), SystemError> {
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(format!("cannot flush {}", dir.display())))
+}
+
+/// Fault injection for the power-cut tests: when STATE holds
+/// `update/pause-at` naming this step, say so on the console and stop here
+/// until the machine is killed.
+pub fn checkpoint(dir: &Path, step: &str) {
+    let Ok(want) = std::fs::read_to_string(dir.join("pause-at")) else { return };
+    if want.trim() != step {
+        return;
+    }
+    let line = format!("<2>cairn-update: paused at {step} (pause-at on STATE)\n");
+    let _ = std::fs::OpenOptions::new().write(true).open("/dev/kmsg").and_then(|mut k| std::io::Write::write_all(&mut k, line.as_bytes()));
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(3600));
+    }
+}
+
+/// Wall-clock seconds.
+pub fn now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_slot_and_version() {
+        assert_eq!(running_slot("console=ttyS0 cairn.slot=b quiet"), Some(Slot::B));
+        assert_eq!(running_slot("console=ttyS0"), None);
+        assert_eq!(os_version("NAME=Cairn\nVERSION_ID=0.2.0\n"), Some(Version(0, 2, 0)));
+        assert_eq!(os_version("VERSION_ID=\"1.0.3\"\n"), Some(Version(1, 0, 3)));
+    }
+}
