@@ -81,7 +81,7 @@ qemu-test: test-fixtures
 
 test: unit-test qemu-test
 
-bench: image
+bench: test-fixtures
 	@scripts/install-deps podman crun runc
 	target/release/cairn-qemu bench --runs $(RUNS)
 

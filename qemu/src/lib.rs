@@ -6,6 +6,7 @@
 //! vCPU by default (two TCG vCPUs hang about one boot in forty).
 
 mod qmp;
+pub mod repo;
 
 pub use qmp::Qmp;
 

@@ -3,9 +3,10 @@
 //! QEMU's user network at 10.0.2.2, bundles signed by `cairn-image` with the
 //! key the image trusts. The new versions come from `make test-fixtures`.
 
+use cairn_qemu::repo::{fixture, good, Bundle, Server};
 use cairn_qemu::{make_overlay, out_dir, qemu_img, Config, Machine, Scratch};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const BOOT: Duration = Duration::from_secs(240);
@@ -15,120 +16,6 @@ const APPLY: Duration = Duration::from_secs(600);
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn fixture(name: &str) -> String {
-    let p = repo().join("build/test").join(name);
-    assert!(p.exists(), "{} is missing: run make test-fixtures", p.display());
-    p.display().to_string()
-}
-
-/// The debug image's kernel options, so the new slot keeps the test's shell.
-fn cmdline() -> String {
-    std::fs::read_to_string(fixture("cmdline")).unwrap().trim().to_string()
-}
-
-/// A static update repository served over HTTP while this lives.
-struct Server {
-    dir: Scratch,
-    port: u16,
-    child: Child,
-}
-
-impl Server {
-    fn start(name: &str) -> Server {
-        let dir = Scratch::new(name).unwrap();
-        std::fs::create_dir_all(dir.path("repo")).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("busybox")
-            .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
-            .arg(dir.path("repo"))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("busybox httpd (package busybox-static) runs");
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Server { dir, port, child };
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("busybox httpd did not listen on {port}");
-    }
-
-    fn url(&self) -> String {
-        format!("http://10.0.2.2:{}", self.port)
-    }
-
-    fn channel(&self) -> PathBuf {
-        self.dir.path("repo/stable")
-    }
-
-    /// Builds a signed bundle and publishes it to the stable channel.
-    fn publish(&self, b: &Bundle) {
-        let out = self.dir.path(&format!("bundle-{}", b.version));
-        let _ = std::fs::remove_dir_all(&out);
-        let image = repo().join("target/release/cairn-image");
-        let cmdline = format!("{} {}", cmdline(), b.extra_cmdline);
-        let mut args: Vec<String> = ["bundle", "--out"].iter().map(|s| s.to_string()).collect();
-        args.push(out.display().to_string());
-        for (k, v) in [
-            ("--root", b.root.clone()),
-            ("--vmlinuz", out_dir().join("vmlinuz").display().to_string()),
-            ("--initramfs", b.initramfs.clone()),
-            ("--version", b.version.to_string()),
-            ("--cmdline", cmdline),
-            ("--key", b.key.clone()),
-        ] {
-            args.push(k.into());
-            args.push(v);
-        }
-        if let Some(e) = b.expires {
-            args.push("--expires".into());
-            args.push(e.to_string());
-        }
-        let st = Command::new(&image).args(&args).current_dir(repo()).status().unwrap();
-        assert!(st.success(), "cairn-image {args:?}");
-        let st = Command::new(&image)
-            .args(["publish", "--bundle"])
-            .arg(&out)
-            .arg("--repo")
-            .arg(self.dir.path("repo"))
-            .status()
-            .unwrap();
-        assert!(st.success(), "cairn-image publish");
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-struct Bundle {
-    version: &'static str,
-    root: String,
-    initramfs: String,
-    extra_cmdline: &'static str,
-    key: String,
-    expires: Option<u64>,
-}
-
-fn release_key() -> String {
-    repo().join("build/keys/release.key").display().to_string()
-}
-
-/// The same build as the running one, as version 0.2.0.
-fn good() -> Bundle {
-    Bundle {
-        version: "0.2.0",
-        root: fixture("good-root.img"),
-        initramfs: out_dir().join("initramfs-debug.img").display().to_string(),
-        extra_cmdline: "",
-        key: release_key(),
-        expires: None,
-    }
 }
 
 /// A v1 disk of its own, 1 GiB larger so STATE grows and has room to stage.
@@ -176,7 +63,7 @@ fn reboot(m: &mut Machine) {
 
 /// md5 of slot A's entry, read from the ESP mounted read-only.
 fn entry_a(m: &mut Machine) -> String {
-    m.sh_ok("mkdir -p /run/espcheck && mount -o ro -t vfat /dev/vda1 /run/espcheck && md5sum /run/espcheck/loader/entries/cairn-a.conf; umount /run/espcheck")
+    m.sh_ok("mkdir -p /run/espcheck && mount -o ro,iocharset=iso8859-1 -t vfat /dev/vda1 /run/espcheck && md5sum /run/espcheck/loader/entries/cairn-a.conf; umount /run/espcheck")
         .unwrap()
 }
 

@@ -121,6 +121,21 @@ pub fn loader_var(name: &str) -> Option<String> {
     Some(String::from_utf16_lossy(&units).trim_end_matches('\0').to_string())
 }
 
+/// Takes an exclusive lock on `path`, waiting for whoever holds it.
+pub fn lock(path: &str) -> Result<std::fs::File, SystemError> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(io(format!("cannot open {path}")))?;
+    // SAFETY: flock on a descriptor we own; it blocks until the lock is ours.
+    if unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX) } != 0 {
+        return Err(io(format!("cannot lock {path}"))(std::io::Error::last_os_error()));
+    }
+    Ok(f)
+}
+
 /// Writes `path` whole and flushes it.
 pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SystemError> {
     use std::io::Write;

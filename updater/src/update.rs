@@ -47,6 +47,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpdateError {
 
 /// Where things are; the defaults are the machine's, tests point elsewhere.
 pub struct Updater {
+    /// Held while this value lives: one updater at a time (the boot's
+    /// verdict and an operator's command may otherwise meet on the ESP).
+    _lock: Option<std::fs::File>,
     pub store: Store,
     pub keyring: PathBuf,
     pub slot: Slot,
@@ -68,6 +71,7 @@ impl Updater {
         let osr = std::fs::read_to_string("/etc/os-release").map_err(io("cannot read /etc/os-release"))?;
         let version = system::os_version(&osr).ok_or_else(|| UpdateError::Not("/etc/os-release has no VERSION_ID=".into()))?;
         Ok(Updater {
+            _lock: Some(system::lock("/run/cairn/update.lock")?),
             store: Store::new(crate::state::DIR),
             keyring: PathBuf::from("/etc/cairn/update-keys"),
             slot,
@@ -260,12 +264,10 @@ impl Updater {
         self.pause("old-entry-removed");
 
         let dev = system::partition(p.target.label())?;
-        let started = Instant::now();
         let dir = self.store.dir.clone();
-        write_slot(&dev, &p.root, m.root.size, &m.root.sha256, &|step| system::checkpoint(&dir, step))?;
-        let write_s = started.elapsed().as_secs_f64();
+        let (write_s, verify_s) = write_slot(&dev, &p.root, m.root.size, &m.root.sha256, &|step| system::checkpoint(&dir, step))?;
         self.say(&format!(
-            "wrote and verified {:.1} MiB to {} in {write_s:.2} s ({:.1} MiB/s)",
+            "wrote {:.1} MiB to {} in {write_s:.2} s ({:.1} MiB/s), read back and verified in {verify_s:.2} s",
             m.root.size as f64 / MIB,
             dev.display(),
             m.root.size as f64 / MIB / write_s.max(0.001)
@@ -553,7 +555,9 @@ fn verity_check(root: &Path, m: &Manifest) -> Result<(), UpdateError> {
 
 /// Streams the staged root to the partition, then reads it back past the
 /// page cache and checks the sha256 again.
-fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause: &dyn Fn(&str)) -> Result<(), UpdateError> {
+/// Returns the seconds spent writing (to the end of the fsync) and verifying.
+fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause: &dyn Fn(&str)) -> Result<(f64, f64), UpdateError> {
+    let started = Instant::now();
     let mut out = std::fs::OpenOptions::new().write(true).open(dev).map_err(io(format!("cannot open {}", dev.display())))?;
     let capacity = out.seek(SeekFrom::End(0)).map_err(io(format!("cannot size {}", dev.display())))?;
     if size > capacity {
@@ -576,7 +580,9 @@ fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause: &dyn Fn(&s
     // SAFETY: advice on a descriptor we own; it only drops clean cached pages.
     unsafe { libc::posix_fadvise(out.as_raw_fd(), 0, size as i64, libc::POSIX_FADV_DONTNEED) };
     drop(out);
+    let write_s = started.elapsed().as_secs_f64();
     pause("slot-written");
+    let started = Instant::now();
     let mut back = std::fs::File::open(dev).map_err(io(format!("cannot open {}", dev.display())))?;
     let mut h = Sha256::new();
     hash_into(&mut back, size, &mut h).map_err(io(format!("cannot read back {}", dev.display())))?;
@@ -584,7 +590,7 @@ fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause: &dyn Fn(&s
     if got != sha256 {
         return Err(UpdateError::Not(format!("{} reads back with sha256 {got}, not {sha256}: the disk is failing", dev.display())));
     }
-    Ok(())
+    Ok((write_s, started.elapsed().as_secs_f64()))
 }
 
 /// Every Cairn entry on the ESP with its text, sorted by name.
