@@ -30,8 +30,15 @@ fn start(disk: &Path) -> Machine {
     let mut cfg = Config::uefi(&out_dir(), "cairn-debug.qcow2").unwrap().with_disk_file(disk);
     cfg.debug_port = true;
     let mut m = Machine::start(&cfg).expect("QEMU starts");
-    m.wait_for("cairn-init: ready", BOOT).expect("ready");
+    booted(&mut m);
     m
+}
+
+/// The ready line, then the updater's verdict on the boot (after which the
+/// ESP can be mounted: init loads vfat for it).
+fn booted(m: &mut Machine) {
+    m.wait_for("cairn-init: ready", BOOT).expect("ready");
+    m.wait_for("cairn-update: verdict on this boot", BOOT).expect("the boot's verdict");
 }
 
 /// (slot, VERSION_ID) of the running system.
@@ -85,7 +92,7 @@ fn v1_updates_to_v2_which_is_blessed_and_stays() {
     let st = status(&mut m);
     assert!(st.contains("entry cairn-b+3-0.conf: slot b version 0.2.0 generation 2 on trial (3 tries left, 0 used)"), "{st}");
     reboot(&mut m);
-    m.wait_for("cairn-init: ready", BOOT).expect("v2 comes up");
+    booted(&mut m);
     m.wait_for("blessed slot b (0.2.0)", BOOT).expect("the healthy trial is blessed");
     assert_eq!(running(&mut m), ("b".into(), "0.2.0".into()));
     let st = status(&mut m);
@@ -96,14 +103,14 @@ fn v1_updates_to_v2_which_is_blessed_and_stays() {
     let check = m.sh_ok("cairnctl update check").unwrap();
     assert!(check.contains("up to date"), "{check}");
     reboot(&mut m);
-    m.wait_for("cairn-init: ready", BOOT).expect("v2 again");
+    booted(&mut m);
     assert_eq!(running(&mut m), ("b".into(), "0.2.0".into()), "the next boot still runs v2");
 
     // Manual rollback to the version that was good in slot A.
     let out = m.sh_ok("cairnctl rollback --no-reboot").unwrap();
     assert!(out.contains("the next boot tries 0.1.0 in the other slot"), "{out}");
     reboot(&mut m);
-    m.wait_for("cairn-init: ready", BOOT).expect("v1 after rollback");
+    booted(&mut m);
     m.wait_for("blessed slot a (0.1.0)", BOOT).expect("the rollback is blessed too");
     assert_eq!(running(&mut m), ("a".into(), "0.1.0".into()));
     let st = status(&mut m);
@@ -149,7 +156,7 @@ fn a_v2_that_never_gets_healthy_ends_back_on_v1_and_is_not_retried() {
         "unhealthy",
         b,
         "slot b (0.2.0) failed its trial: not healthy within 20 s: never-healthy",
-        "cairn-init: ready",
+        "verdict on this boot of slot a (0.1.0): healthy",
     );
 }
 
@@ -292,7 +299,7 @@ fn cut_power_at(step: &str) {
         let (out, code) = apply(&mut m);
         assert_eq!(code, 0, "cut at {step}: the retried update works: {out}");
         reboot(&mut m);
-        m.wait_for("cairn-init: ready", BOOT).expect("v2 comes up");
+        booted(&mut m);
     }
     // The trial boot's verdict, whichever boot it came in.
     for _ in 0..30 {

@@ -337,6 +337,8 @@ impl Updater {
     /// healthy, or when the time limit passes first. Returns true when the
     /// machine must reboot.
     pub fn settle(&mut self, healthy: bool, reason: &str) -> Result<bool, UpdateError> {
+        let word = if healthy { "healthy" } else { "not healthy" };
+        self.say(&format!("verdict on this boot of slot {} ({}): {word}", self.slot, self.version));
         let all = list(&Esp::mount(false)?)?;
         let other = self.slot.other();
         let own_counted = all.iter().any(|(e, _)| e.slot == self.slot && e.counter.is_some());
