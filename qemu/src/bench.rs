@@ -261,7 +261,7 @@ fn number_after(text: &str, key: &str) -> Option<f64> {
 /// An update from the repository on the host: the updater's slot write
 /// against `dd` of the same bytes to the same partition in the same VM, and
 /// the time from the reboot into the new slot to its bless.
-fn update() -> Result<()> {
+pub fn update() -> Result<()> {
     use cairn_qemu::repo::{good, Server};
     let out = out_dir();
     let dir = cairn_qemu::Scratch::new("bench-update")?;
