@@ -3,7 +3,7 @@
 //! QEMU's user network at 10.0.2.2, bundles signed by `cairn-image` with the
 //! key the image trusts. The new versions come from `make test-fixtures`.
 
-use cairn_qemu::repo::{fixture, good, Bundle, Server};
+use cairn_qemu::repo::{fixture, good, repo_root as repo, Bundle, Server};
 use cairn_qemu::{make_overlay, out_dir, qemu_img, Config, Machine, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -13,10 +13,6 @@ const BOOT: Duration = Duration::from_secs(240);
 /// Three counted tries of a broken slot, then the old one.
 const ROLLBACK: Duration = Duration::from_secs(420);
 const APPLY: Duration = Duration::from_secs(600);
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 /// A v1 disk of its own, 1 GiB larger so STATE grows and has room to stage.
 fn fresh_disk(dir: &Scratch) -> PathBuf {
