@@ -11,6 +11,7 @@
 //!   updater keeps on STATE.
 
 pub mod check;
+pub mod durable;
 pub mod entries;
 pub mod http;
 pub use cairn_model::manifest;

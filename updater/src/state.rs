@@ -4,9 +4,9 @@
 //! (write, fsync, rename, fsync the directory), so a power cut leaves the old
 //! or the new, never half.
 
+use crate::durable::{remove_synced, replace, FileError};
 use crate::entries::Slot;
 use cairn_model::manifest::Version;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const DIR: &str = "/var/lib/cairn/update";
@@ -15,35 +15,14 @@ pub const DIR: &str = "/var/lib/cairn/update";
 pub enum StateError {
     #[error("{path}: {source}")]
     Io { path: String, source: std::io::Error },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}:{line}: {problem}")]
     Bad { path: String, line: usize, problem: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StateError + '_ {
     move |source| StateError::Io { path: path.display().to_string(), source }
-}
-
-/// Replaces `path` with `text`, durably.
-pub fn write_durable(path: &Path, text: &[u8]) -> Result<(), StateError> {
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
-    f.write_all(text).map_err(io(&tmp))?;
-    f.sync_all().map_err(io(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io(path))?;
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
-}
-
-/// Removes `path` durably; a missing file is fine.
-pub fn remove_durable(path: &Path) -> Result<(), StateError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(io(path)(e)),
-    }
-    let dir = path.parent().unwrap_or(Path::new("/"));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(dir))
 }
 
 /// `key=value` lines; `#` comments and blank lines are skipped.
@@ -113,7 +92,7 @@ impl Store {
 
     pub fn set_config(&self, pairs: &[(String, String)]) -> Result<(), StateError> {
         let text: String = pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        write_durable(&self.dir.join("config"), text.as_bytes())
+        Ok(replace(&self.dir.join("config"), text.as_bytes())?)
     }
 
     /// The anti-rollback floor: 0.0.0 until a version is blessed.
@@ -128,7 +107,7 @@ impl Store {
     /// Raises the floor; never lowers it.
     pub fn raise_floor(&self, to: Version) -> Result<(), StateError> {
         if to > self.floor()? {
-            write_durable(&self.dir.join("floor"), format!("{to}\n").as_bytes())?;
+            replace(&self.dir.join("floor"), format!("{to}\n").as_bytes())?;
         }
         Ok(())
     }
@@ -155,7 +134,7 @@ impl Store {
             return Ok(());
         }
         text.push_str(&format!("{v} {}\n", why.replace('\n', " ")));
-        write_durable(&p, text.as_bytes())
+        Ok(replace(&p, text.as_bytes())?)
     }
 
     pub fn trial(&self) -> Result<Option<Trial>, StateError> {
@@ -190,11 +169,11 @@ impl Store {
             if t.committed { "committed" } else { "installing" },
             t.committed_at
         );
-        write_durable(&self.dir.join("trial"), text.as_bytes())
+        Ok(replace(&self.dir.join("trial"), text.as_bytes())?)
     }
 
     pub fn clear_trial(&self) -> Result<(), StateError> {
-        remove_durable(&self.dir.join("trial"))
+        Ok(remove_synced(&self.dir.join("trial"))?)
     }
 }
 

@@ -136,25 +136,21 @@ pub fn lock(path: &str) -> Result<std::fs::File, SystemError> {
     Ok(f)
 }
 
-/// Writes `path` whole and flushes it.
-pub fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), SystemError> {
-    use std::io::Write;
-    let mut f = std::fs::File::create(path).map_err(io(format!("cannot create {}", path.display())))?;
-    f.write_all(bytes).map_err(io(format!("cannot write {}", path.display())))?;
-    f.sync_all().map_err(io(format!("cannot flush {}", path.display())))
-}
-
-/// Flushes a directory, so renames and removals in it are on disk.
-pub fn sync_dir(dir: &Path) -> Result<(), SystemError> {
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io(format!("cannot flush {}", dir.display())))
-}
-
 /// Fault injection for the power-cut tests: when STATE holds
 /// `update/pause-at` naming this step, say so on the console and stop here
 /// until the machine is killed.
+///
+/// The file is removed (durably) before the pause, so each request cuts the
+/// power once: the boot after the cut runs the same step again, and a second
+/// pause there would hold the update lock on a machine the test wants to
+/// inspect.
 pub fn checkpoint(dir: &Path, step: &str) {
-    let Ok(want) = std::fs::read_to_string(dir.join("pause-at")) else { return };
+    let file = dir.join("pause-at");
+    let Ok(want) = std::fs::read_to_string(&file) else { return };
     if want.trim() != step {
+        return;
+    }
+    if std::fs::remove_file(&file).and_then(|()| std::fs::File::open(dir)?.sync_all()).is_err() {
         return;
     }
     let line = format!("<2>cairn-update: paused at {step} (pause-at on STATE)\n");

@@ -8,6 +8,7 @@
 //! running slot's entry, known good and without a counter, is never touched.
 
 use crate::check::{check, Context, Refusal};
+use crate::durable;
 use crate::entries::{self, EntryName, Slot};
 use crate::http::{self, HttpError};
 use crate::keys::{KeyError, Keyring};
@@ -34,6 +35,8 @@ pub enum UpdateError {
     System(#[from] SystemError),
     #[error(transparent)]
     Keys(#[from] KeyError),
+    #[error(transparent)]
+    File(#[from] durable::FileError),
     #[error("{what}: {source}")]
     Io { what: String, source: std::io::Error },
     #[error("{0}")]
@@ -278,11 +281,11 @@ impl Updater {
         for (src, name) in [(&p.kernel, "vmlinuz"), (&p.initramfs, "initramfs.img")] {
             let bytes = std::fs::read(src).map_err(io(format!("cannot read {}", src.display())))?;
             let tmp = slot_dir.join(format!("{name}.new"));
-            system::write_synced(&tmp, &bytes)?;
+            durable::write_flushed(&tmp, &bytes)?;
             std::fs::rename(&tmp, slot_dir.join(name)).map_err(io(format!("cannot rename {}", tmp.display())))?;
             self.pause(&format!("esp-{name}"));
         }
-        system::sync_dir(&slot_dir)?;
+        durable::sync_dir(&slot_dir)?;
 
         let generation = max_generation(&esp)? + 1;
         let options = format!(
@@ -309,12 +312,12 @@ impl Updater {
     fn commit_entry(&mut self, esp: &Esp, slot: Slot, text: &str) -> Result<(), UpdateError> {
         let dir = esp.entries_dir();
         let staged = dir.join(entries::staging_name(slot));
-        system::write_synced(&staged, text.as_bytes())?;
-        system::sync_dir(&dir)?;
+        durable::write_flushed(&staged, text.as_bytes())?;
+        durable::sync_dir(&dir)?;
         self.pause("entry-staged");
         let name = EntryName { slot, counter: Some((entries::TRIES, 0)) }.file();
         std::fs::rename(&staged, dir.join(&name)).map_err(io(format!("cannot rename {} to {name}", staged.display())))?;
-        system::sync_dir(&dir)?;
+        durable::sync_dir(&dir)?;
         esp.sync()?;
         self.say(&format!("boot entry {name} is now first; the next boot tries slot {slot} ({} tries)", entries::TRIES));
         Ok(())
@@ -347,9 +350,7 @@ impl Updater {
             let own_blessed = all.iter().any(|(e, _)| e.slot == self.slot && e.counter.is_none());
             if let Some(t) = self.store.trial()?.filter(|t| t.slot == self.slot && t.version == self.version && t.committed && own_blessed) {
                 // A bless cut short after its rename: finish the bookkeeping.
-                self.store.raise_floor(t.version)?;
-                self.store.clear_trial()?;
-                self.say(&format!("finished blessing slot {} ({})", self.slot, self.version));
+                self.record_bless(Some(&t))?;
             }
             if !healthy {
                 self.say(&format!("slot {} is known good but not healthy: {reason}; nothing to roll back to automatically", self.slot));
@@ -374,19 +375,14 @@ impl Updater {
             let blessed = EntryName { slot: self.slot, counter: None }.file();
             if own.iter().any(|(e, _)| e.counter.is_none()) {
                 // A bless cut short left both names; keep the blessed one.
-                remove_file(&dir.join(entry.file()))?;
+                durable::remove(&dir.join(entry.file()))?;
             } else {
                 std::fs::rename(dir.join(entry.file()), dir.join(&blessed)).map_err(io(format!("cannot rename {} to {blessed}", entry.file())))?;
             }
-            system::sync_dir(&dir)?;
+            durable::sync_dir(&dir)?;
             esp.sync()?;
             self.pause("blessed");
-            // Only now: a floor raised before the bless could strand the machine.
-            self.store.raise_floor(self.version)?;
-            let took = trial.as_ref().filter(|t| t.slot == self.slot && t.committed_at > 0).map(|t| system::now().saturating_sub(t.committed_at));
-            self.store.clear_trial()?;
-            let after = took.map_or(String::new(), |s| format!(" {s} s after the switch"));
-            self.say(&format!("blessed slot {} ({}){after}; slot {} stays as the fallback", self.slot, self.version, self.slot.other()));
+            self.record_bless(trial.as_ref())?;
             return Ok(false);
         }
         // A boot of a known-good entry: did the other slot's trial fail?
@@ -396,8 +392,8 @@ impl Updater {
             if let Some(v) = version {
                 self.store.mark_bad(v, why)?;
             }
-            remove_file(&esp.entries_dir().join(entry.file()))?;
-            system::sync_dir(&esp.entries_dir())?;
+            durable::remove(&esp.entries_dir().join(entry.file()))?;
+            durable::sync_dir(&esp.entries_dir())?;
             if trial.as_ref().is_some_and(|t| t.slot == other) {
                 self.store.clear_trial()?;
             }
@@ -407,11 +403,22 @@ impl Updater {
         Ok(false)
     }
 
+    /// What follows the bless rename. Only now is the floor raised: raised
+    /// before the bless, it could strand the machine on a slot it refuses.
+    fn record_bless(&mut self, trial: Option<&Trial>) -> Result<(), UpdateError> {
+        self.store.raise_floor(self.version)?;
+        let took = trial.filter(|t| t.slot == self.slot && t.committed_at > 0).map(|t| system::now().saturating_sub(t.committed_at));
+        self.store.clear_trial()?;
+        let after = took.map_or(String::new(), |s| format!(" {s} s after the switch"));
+        self.say(&format!("blessed slot {} ({}){after}; slot {} stays as the fallback", self.slot, self.version, self.slot.other()));
+        Ok(())
+    }
+
     fn fail_trial(&mut self, esp: &Esp, entry: &EntryName, reason: &str) -> Result<bool, UpdateError> {
         self.store.mark_bad(self.version, reason)?;
         let dir = esp.entries_dir();
-        remove_file(&dir.join(entry.file()))?;
-        system::sync_dir(&dir)?;
+        durable::remove(&dir.join(entry.file()))?;
+        durable::sync_dir(&dir)?;
         esp.sync()?;
         self.store.clear_trial()?;
         self.say(&format!(
@@ -444,7 +451,7 @@ impl Updater {
         let options = text.lines().find_map(|l| l.strip_prefix("options")).unwrap_or("").trim().to_string();
         let new_text = entries::text(&version.to_string(), generation, other, &options);
         self.store.set_trial(&Trial { slot: other, version, from: self.version, committed: false, committed_at: 0 })?;
-        remove_file(&esp.entries_dir().join(entry.file()))?;
+        durable::remove(&esp.entries_dir().join(entry.file()))?;
         self.commit_entry(&esp, other, &new_text)?;
         self.store.set_trial(&Trial { slot: other, version, from: self.version, committed: true, committed_at: system::now() })?;
         Ok(version)
@@ -555,6 +562,41 @@ fn verity_check(root: &Path, m: &Manifest) -> Result<(), UpdateError> {
         .map_err(|e| UpdateError::Payload(format!("{}: {e}", m.root.file)))
 }
 
+/// How long each part of [`install_root`] took, in seconds.
+#[derive(Debug, Clone, Copy)]
+pub struct RootTimes {
+    /// sha256 of the staged payload (during an update, done as it downloads).
+    pub hash_s: f64,
+    /// The verity tree checked against the signed root hash.
+    pub verity_s: f64,
+    /// Written to the slot, to the end of the flush.
+    pub write_s: f64,
+    /// Read back past the page cache and hashed.
+    pub verify_s: f64,
+}
+
+/// What an update does with a root payload once it is on local storage:
+/// hash it, check its verity tree against the signed root, write it to the
+/// slot device, flush, read it back and hash it again. `install` runs the same
+/// steps (the first while downloading); this is the part a benchmark can set
+/// against other installers writing the same bytes to the same device.
+pub fn install_root(dev: &Path, staged: &Path, m: &Manifest) -> Result<RootTimes, UpdateError> {
+    let started = Instant::now();
+    let mut f = std::fs::File::open(staged).map_err(io(format!("cannot open {}", staged.display())))?;
+    let mut h = Sha256::new();
+    hash_into(&mut f, m.root.size, &mut h).map_err(io(format!("cannot read {}", staged.display())))?;
+    let got = hex::encode(h.finalize());
+    if got != m.root.sha256 {
+        return Err(UpdateError::Payload(format!("{}: sha256 is {got}, the signed manifest says {}", m.root.file, m.root.sha256)));
+    }
+    let hash_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    verity_check(staged, m)?;
+    let verity_s = started.elapsed().as_secs_f64();
+    let (write_s, verify_s) = write_slot(dev, staged, m.root.size, &m.root.sha256, &|_| {})?;
+    Ok(RootTimes { hash_s, verity_s, write_s, verify_s })
+}
+
 /// Streams the staged root to the partition, then reads it back past the
 /// page cache and checks the sha256 again.
 /// Returns the seconds spent writing (to the end of the fsync) and verifying.
@@ -579,12 +621,12 @@ fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause: &dyn Fn(&s
         }
     }
     out.sync_all().map_err(io(format!("cannot flush {}", dev.display())))?;
+    let write_s = started.elapsed().as_secs_f64();
+    let started = Instant::now();
     // SAFETY: advice on a descriptor we own; it only drops clean cached pages.
     unsafe { libc::posix_fadvise(out.as_raw_fd(), 0, size as i64, libc::POSIX_FADV_DONTNEED) };
     drop(out);
-    let write_s = started.elapsed().as_secs_f64();
     pause("slot-written");
-    let started = Instant::now();
     let mut back = std::fs::File::open(dev).map_err(io(format!("cannot open {}", dev.display())))?;
     let mut h = Sha256::new();
     hash_into(&mut back, size, &mut h).map_err(io(format!("cannot read back {}", dev.display())))?;
@@ -613,21 +655,13 @@ fn max_generation(esp: &Esp) -> Result<u64, UpdateError> {
     Ok(list(esp)?.iter().map(|(_, t)| entries::info(t).generation).max().unwrap_or(0))
 }
 
-fn remove_file(path: &Path) -> Result<(), UpdateError> {
-    match std::fs::remove_file(path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(io(format!("cannot remove {}", path.display()))(e)),
-    }
-}
-
 /// Removes every entry of `slot`, staged ones too.
 fn remove_entries(esp: &Esp, slot: Slot) -> Result<(), UpdateError> {
     let dir = esp.entries_dir();
     for (e, _) in list(esp)?.into_iter().filter(|(e, _)| e.slot == slot) {
-        remove_file(&dir.join(e.file()))?;
+        durable::remove(&dir.join(e.file()))?;
     }
-    remove_file(&dir.join(entries::staging_name(slot)))?;
-    system::sync_dir(&dir)?;
+    durable::remove(&dir.join(entries::staging_name(slot)))?;
+    durable::sync_dir(&dir)?;
     Ok(())
 }
