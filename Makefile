@@ -82,7 +82,7 @@ qemu-test: test-fixtures
 test: unit-test qemu-test
 
 bench: test-fixtures
-	@scripts/install-deps podman crun runc
+	@scripts/install-deps podman crun runc rauc squashfs-tools dbus-daemon openssl
 	target/release/cairn-qemu bench --runs $(RUNS)
 
 clean:

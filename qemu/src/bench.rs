@@ -12,7 +12,7 @@ struct Sample {
     rss_kb: f64,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     match v.len() {
         0 => f64::NAN,
@@ -132,7 +132,7 @@ fn services(runs: usize) -> Result<()> {
     Ok(())
 }
 
-fn wall_ms(cmd: &mut std::process::Command) -> Result<f64> {
+pub(crate) fn wall_ms(cmd: &mut std::process::Command) -> Result<f64> {
     let t = std::time::Instant::now();
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
     if !out.status.success() {
@@ -247,63 +247,8 @@ pub fn run(runs: usize) -> Result<()> {
     services(runs)?;
     host_runtimes(runs)?;
     println!();
-    update()?;
-    Ok(())
-}
-
-/// `key` followed by a number in `text`, like `in 1.23 s`.
-fn number_after(text: &str, key: &str) -> Option<f64> {
-    let rest = &text[text.find(key)? + key.len()..];
-    let end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-    rest[..end].parse().ok()
-}
-
-/// An update from the repository on the host: the updater's slot write
-/// against `dd` of the same bytes to the same partition in the same VM, and
-/// the time from the reboot into the new slot to its bless.
-pub fn update() -> Result<()> {
-    use cairn_qemu::repo::{good, Server};
-    let out = out_dir();
-    let dir = cairn_qemu::Scratch::new("bench-update")?;
-    let disk = dir.path("disk.qcow2");
-    cairn_qemu::make_overlay(&out.join("cairn-debug.qcow2"), &disk)?;
-    cairn_qemu::qemu_img(&["resize", "-q", &disk.display().to_string(), "+1G"])?;
-    let server = Server::start("bench-repo");
-    server.publish(&good());
-    let mut cfg = Config::uefi(&out, "cairn-debug.qcow2")?.with_disk_file(&disk);
-    cfg.debug_port = true;
-    let mut m = Machine::start(&cfg)?;
-    m.wait_for("cairn-init: ready", Duration::from_secs(240))?;
-    m.sh_ok(&format!("cairnctl update set url={}", server.url()))?;
-    let t = std::time::Instant::now();
-    let (said, code) = m.sh_for("cairnctl update apply --no-reboot 2>&1", Duration::from_secs(600))?;
-    let apply_s = t.elapsed().as_secs_f64();
-    anyhow::ensure!(code == 0, "the update failed: {said}");
-    let mib = number_after(&said, "wrote ").context("no size in the updater's report")?;
-    let write_s = number_after(&said, "MiB to /dev/vda3 in ").context("no write time")?;
-    let verify_s = number_after(&said, "verified in ").context("no verify time")?;
-    // The ceiling: the same bytes, from a file on STATE as the updater reads
-    // its staged copy, to the same partition, flushed at the end.
-    let bytes = (mib * 1048576.0).round() as u64;
-    let dd = m.sh_ok(&format!(
-        "head -c {bytes} /dev/vda3 > /var/lib/cairn/dd.img && sync && a=$(cut -d' ' -f1 /proc/uptime) && \
-         dd if=/var/lib/cairn/dd.img of=/dev/vda3 bs=4M conv=fsync 2>/dev/null && b=$(cut -d' ' -f1 /proc/uptime) && \
-         rm /var/lib/cairn/dd.img && echo dd_s=$(echo \"$b $a\" | awk '{{print $1-$2}}')"
-    ))?;
-    let dd_s: f64 = field(dd.trim(), "dd_s").context("no dd time")?.parse()?;
-    m.sh_send("cairnctl reboot")?;
-    m.shell_restarted();
-    let (_, rebooting) = m.wait_for_timed("clean shutdown complete, rebooting", Duration::from_secs(120))?;
-    let (_, blessed) = m.wait_for_timed("blessed slot b", Duration::from_secs(240))?;
-    m.kill();
-    println!("Update install, {mib:.1} MiB root payload, QEMU TCG, virtio-blk on a qcow2 overlay (one run)");
-    println!("| what | seconds | MiB/s | of the ceiling |");
-    println!("| --- | ---: | ---: | ---: |");
-    println!("| dd bs=4M conv=fsync, same bytes, same partition (ceiling) | {dd_s:.2} | {:.1} | 100% |", mib / dd_s);
-    println!("| cairn updater: slot write incl. fsync | {write_s:.2} | {:.1} | {:.0}% |", mib / write_s, 100.0 * dd_s / write_s);
-    println!("| cairn updater: read back and verify sha256 | {verify_s:.2} | {:.1} | - |", mib / verify_s);
-    println!("| cairn updater: whole apply (check, download, verity, write, verify, ESP, switch) | {apply_s:.2} | - | - |");
-    println!("| reboot command to the new slot blessed (host clock) | {:.2} | - | - |", (blessed - rebooting).as_secs_f64());
-    println!("RAUC: not measured yet (see README).");
+    crate::bench_update::in_guest(runs)?;
+    println!();
+    crate::bench_update::host_peers(runs)?;
     Ok(())
 }

@@ -1,10 +1,13 @@
 //! `cairn-qemu run [--debug] [--append ARGS]`: boots out/ in QEMU with the
 //! console on this terminal (Ctrl-A X quits QEMU).
-//! `cairn-qemu bench-update`: only the update part of the benchmark.
+//! `cairn-qemu bench-update [--runs N]`: only the update part of the benchmark.
+//! `cairn-qemu bench-rauc [--runs N]`: only its host part, RAUC beside the
+//! updater's install path and `dd`.
 //! `cairn-qemu bench [--runs N]`: boot time and memory, Cairn beside a bare
 //! busybox init on the same kernel and QEMU.
 
 mod bench;
+mod bench_update;
 
 use anyhow::{bail, Context, Result};
 use cairn_qemu::{out_dir, Config, Machine};
@@ -54,7 +57,8 @@ fn run() -> Result<()> {
         }
         "bench" => bench::run(runs),
         // One part alone: an update takes a minute or two under TCG.
-        "bench-update" => bench::update(),
-        _ => bail!("usage: cairn-qemu run [--debug] [--append ARGS] | bench [--runs N] | bench-update"),
+        "bench-update" => bench_update::in_guest(runs).and_then(|()| bench_update::host_peers(runs)),
+        "bench-rauc" => bench_update::host_peers(runs),
+        _ => bail!("usage: cairn-qemu run [--debug] [--append ARGS] | bench [--runs N] | bench-update [--runs N] | bench-rauc [--runs N]"),
     }
 }

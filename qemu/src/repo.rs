@@ -91,7 +91,24 @@ impl Server {
     /// Builds a signed bundle and publishes it to the stable channel.
     pub fn publish(&self, b: &Bundle) {
         let out = self.dir.path(&format!("bundle-{}", b.version));
-        let _ = std::fs::remove_dir_all(&out);
+        b.build(&out);
+        let image = repo_root().join("target/release/cairn-image");
+        let st = Command::new(&image)
+            .args(["publish", "--bundle"])
+            .arg(&out)
+            .arg("--repo")
+            .arg(self.dir.path("repo"))
+            .status()
+            .expect("cairn-image runs");
+        assert!(st.success(), "cairn-image publish");
+    }
+}
+
+impl Bundle {
+    /// `cairn-image bundle` into `out` (replaced).
+    pub fn build(&self, out: &Path) {
+        let b = self;
+        let _ = std::fs::remove_dir_all(out);
         let image = repo_root().join("target/release/cairn-image");
         let mut args: Vec<String> = vec!["bundle".into(), "--out".into(), out.display().to_string()];
         for (k, v) in [
@@ -111,14 +128,6 @@ impl Server {
         }
         let st = Command::new(&image).args(&args).current_dir(repo_root()).status().expect("cairn-image runs");
         assert!(st.success(), "cairn-image {args:?}");
-        let st = Command::new(&image)
-            .args(["publish", "--bundle"])
-            .arg(&out)
-            .arg("--repo")
-            .arg(self.dir.path("repo"))
-            .status()
-            .expect("cairn-image runs");
-        assert!(st.success(), "cairn-image publish");
     }
 }
 
