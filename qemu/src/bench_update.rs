@@ -233,7 +233,11 @@ pub fn host_peers(runs: usize) -> Result<()> {
     let mut cache_dropped = true;
     for i in 0..runs {
         eprintln!("bench: update on the host, run {}/{runs}", i + 1);
-        for who in ["dd", "rauc", "cairn"] {
+        // Each goes first in turn: a loop device on a shared host disk
+        // is noisy, and no one should always follow the same neighbour.
+        let mut order = ["dd", "rauc", "cairn"];
+        order.rotate_left(i % 3);
+        for who in order {
             // A payload already on the device must not pass for a write.
             run(Command::new("dd").args(["if=/dev/zero", &format!("of={}", slot_b.0), "bs=1M", "count=8", "conv=fsync", "status=none"]))?;
             cache_dropped &= drop_caches();

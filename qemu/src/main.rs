@@ -57,7 +57,7 @@ fn run() -> Result<()> {
         }
         "bench" => bench::run(runs),
         // One part alone: an update takes a minute or two under TCG.
-        "bench-update" => bench_update::in_guest(runs).and_then(|()| bench_update::host_peers(runs)),
+        "bench-update" => bench_update::in_guest(runs).and_then(|()| bench_update::host_peers(3 * runs)),
         "bench-rauc" => bench_update::host_peers(runs),
         _ => bail!("usage: cairn-qemu run [--debug] [--append ARGS] | bench [--runs N] | bench-update [--runs N] | bench-rauc [--runs N]"),
     }
