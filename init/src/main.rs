@@ -725,8 +725,11 @@ impl Init {
             warn!("not healthy within cairn.health_timeout={} s: {waiting}", self.settings.health_timeout.as_secs());
             argv.extend(["unhealthy".to_string(), format!("not healthy within {} s: {waiting}", self.settings.health_timeout.as_secs())]);
         }
+        // A verdict that fails (the ESP busy or unreadable for a moment) is
+        // tried again with back-off: left undone, a healthy trial would be
+        // counted down and dropped at the next reboots.
         let spec = supervisor::Spec {
-            restart: cairn_model::wire::RestartPolicy::Never,
+            restart: cairn_model::wire::RestartPolicy::OnFailure,
             env: vec![("PATH".into(), "/usr/sbin:/usr/bin".into())],
             ..supervisor::Spec::process("update-verdict", argv)
         };

@@ -19,6 +19,7 @@ pub mod keys;
 pub mod state;
 pub mod system;
 pub mod update;
+pub mod verdict;
 
 pub use cairn_model::manifest::{Manifest, Payload, RootPayload, Version};
 pub use check::{check, Context, Refusal};

@@ -69,14 +69,32 @@ impl Esp {
         let (src, dst, fstype) = (c(&dev.display().to_string())?, c(ESP_MOUNT)?, c("vfat")?);
         let data = c("iocharset=iso8859-1,codepage=437,errors=continue")?;
         let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC | if writable { 0 } else { libc::MS_RDONLY };
-        // SAFETY: all pointers are to live NUL-terminated strings owned by this frame.
-        let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) };
-        if rc != 0 {
+        // Whoever mounted it last is gone (the update lock is ours): a mount
+        // left by a killed updater would make a writable mount fail.
+        // SAFETY: a live NUL-terminated path; a failure only means nothing was mounted.
+        while unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) } == 0 {}
+        let mut tries = 0;
+        loop {
+            // SAFETY: all pointers are to live NUL-terminated strings owned by this frame.
+            let rc = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), fstype.as_ptr(), flags, data.as_ptr().cast()) };
+            if rc == 0 {
+                return Ok(Esp { dir: PathBuf::from(ESP_MOUNT), writable });
+            }
             let e = std::io::Error::last_os_error();
-            let hint = if e.raw_os_error() == Some(libc::ENODEV) { " (the vfat module is not loaded)" } else { "" };
+            // EBUSY: the file system is still held read-only elsewhere for a
+            // moment (a mount namespace being torn down); it passes.
+            if e.raw_os_error() == Some(libc::EBUSY) && tries < 25 {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                continue;
+            }
+            let hint = match e.raw_os_error() {
+                Some(libc::ENODEV) => " (the vfat module is not loaded)",
+                Some(libc::EBUSY) => " (still mounted read-only elsewhere after 5 s)",
+                _ => "",
+            };
             return Err(SystemError::Io { what: format!("cannot mount the ESP {} on {ESP_MOUNT}{hint}", dev.display()), source: e });
         }
-        Ok(Esp { dir: PathBuf::from(ESP_MOUNT), writable })
     }
 
     pub fn entries_dir(&self) -> PathBuf {
