@@ -8,6 +8,27 @@ fn updater() -> Result<Updater> {
     Ok(Updater::from_system(Box::new(|line: &str| println!("cairn-update: {line}")))?)
 }
 
+/// Waits until this boot's verdict is in (see `cairn_updater::verdict`)
+/// before an operator's command touches the ESP: the verdict may bless or
+/// drop entries, and the modules to read the ESP load with it.
+fn after_verdict() -> Result<()> {
+    use cairn_updater::verdict;
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    if !verdict::expected(&cmdline) || verdict::is_done() {
+        return Ok(());
+    }
+    let limit = verdict::wait_limit(&cmdline);
+    println!("cairn-update: waiting for this boot's verdict (every service healthy, or cairn.health_timeout); at most {} s", limit.as_secs());
+    let started = std::time::Instant::now();
+    while !verdict::is_done() {
+        if started.elapsed() >= limit {
+            bail!("this boot's update verdict has not come in {} s; its output is on the console", limit.as_secs());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    Ok(())
+}
+
 fn reboot_now() -> Result<()> {
     println!("cairn-update: rebooting");
     super::control(&["reboot".to_string()])
@@ -28,6 +49,7 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
         ["apply"] => {
+            after_verdict()?;
             let mut u = updater()?;
             let prepared = u.prepare()?;
             let report = u.install(&prepared)?;
@@ -49,23 +71,29 @@ pub fn run(args: &[String]) -> Result<()> {
             for p in pairs {
                 let Some((k, v)) = p.split_once('=') else { bail!("`{p}`: expected KEY=VALUE") };
                 match k {
-                    "url" if !v.starts_with("http://") => bail!("url={v}: only http:// repositories are supported"),
+                    "url" if !(v.starts_with("http://") || v.starts_with("https://")) => bail!("url={v}: expected an http:// or https:// URL"),
                     "channel" if !["stable", "beta", "alpha"].contains(&v) => bail!("channel={v}: expected stable, beta or alpha"),
-                    "url" | "channel" => {}
-                    _ => bail!("`{k}`: the keys are url and channel"),
+                    // Checked now, so a bad file is named here and not at the next check.
+                    "ca" if !v.is_empty() => {
+                        cairn_updater::http::Trust::new(Some(std::path::Path::new(v)))?;
+                    }
+                    "url" | "channel" | "ca" => {}
+                    _ => bail!("`{k}`: the keys are url, channel and ca (a PEM file of CAs for an https repository; empty to drop it)"),
                 }
                 config.retain(|(key, _)| key != k);
                 config.push((k.to_string(), v.to_string()));
             }
             u.store.set_config(&config)?;
         }
-        ["settle", "healthy"] => {
-            if updater()?.settle(true, "")? {
-                reboot_now()?;
+        ["settle", verdict @ "healthy"] | ["settle", verdict @ "unhealthy", ..] => {
+            let reason = words[2..].join(" ");
+            let settled = updater().and_then(|mut u| Ok(u.settle(*verdict == "healthy", &reason)?));
+            // Done, well or not: commands waiting for it go on and meet
+            // whatever the ESP now holds.
+            if let Err(e) = cairn_updater::verdict::mark_done() {
+                eprintln!("cairn-update: cannot record that this boot's verdict is in: {e}");
             }
-        }
-        ["settle", "unhealthy", reason @ ..] => {
-            if updater()?.settle(false, &reason.join(" "))? {
+            if settled? {
                 reboot_now()?;
             }
         }
@@ -80,6 +108,7 @@ pub fn rollback(args: &[String]) -> Result<()> {
         [a] if a == "--no-reboot" => true,
         _ => super::usage(),
     };
+    after_verdict()?;
     let v = updater()?.rollback()?;
     println!("cairn-update: the next boot tries {v} in the other slot");
     if !no_reboot {

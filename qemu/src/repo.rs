@@ -52,36 +52,92 @@ pub fn good() -> Bundle {
     }
 }
 
-/// A static update repository served over HTTP while this lives.
+/// A static update repository served while this lives: over HTTP by
+/// busybox httpd, or over HTTPS by Python's http.server with a certificate
+/// for 10.0.2.2 from a CA made for the purpose.
 pub struct Server {
     pub dir: Scratch,
     pub port: u16,
+    scheme: &'static str,
     child: Child,
+}
+
+/// Python's static file server behind TLS; argv: port, root, cert, key.
+const HTTPS_SERVER: &str = "import functools, http.server, ssl, sys
+port, root, cert, key = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+class Quiet(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *a): pass
+httpd = http.server.ThreadingHTTPServer(('127.0.0.1', port), functools.partial(Quiet, directory=root))
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(cert, key)
+httpd.socket = ctx.wrap_socket(httpd.socket, server_side=True)
+httpd.serve_forever()
+";
+
+fn openssl(args: &[&str], dir: &Scratch) {
+    let out = Command::new("openssl").args(args).current_dir(&dir.0).output().expect("openssl (package openssl) runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Server {
     pub fn start(name: &str) -> Server {
-        let dir = Scratch::new(name).expect("scratch directory");
-        std::fs::create_dir_all(dir.path("repo")).expect("repo directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        let (dir, port) = Server::prepare(name);
         let child = Command::new("busybox")
             .args(["httpd", "-f", "-p", &format!("127.0.0.1:{port}"), "-h"])
             .arg(dir.path("repo"))
             .stdout(Stdio::null())
             .spawn()
             .expect("busybox httpd (package busybox-static) runs");
+        Server { dir, port, scheme: "http", child }.listening()
+    }
+
+    /// HTTPS; the guest must be told to trust [`Server::ca`].
+    pub fn start_https(name: &str) -> Server {
+        let (dir, port) = Server::prepare(name);
+        let ca_ext = ["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"];
+        openssl(&[&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=cairn test CA", "-keyout", "ca.key", "-out", "ca.pem"][..], &ca_ext].concat(), &dir);
+        openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=10.0.2.2", "-keyout", "server.key", "-out", "server.csr"], &dir);
+        std::fs::write(dir.path("server.ext"), "subjectAltName=IP:10.0.2.2\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").expect("server.ext");
+        openssl(
+            &["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "server.ext", "-out", "server.pem"],
+            &dir,
+        );
+        let child = Command::new("python3")
+            .args(["-c", HTTPS_SERVER, &port.to_string()])
+            .arg(dir.path("repo"))
+            .arg(dir.path("server.pem"))
+            .arg(dir.path("server.key"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs");
+        Server { dir, port, scheme: "https", child }.listening()
+    }
+
+    /// The CA that signed an HTTPS server's certificate (PEM).
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path("ca.pem")
+    }
+
+    fn prepare(name: &str) -> (Scratch, u16) {
+        let dir = Scratch::new(name).expect("scratch directory");
+        std::fs::create_dir_all(dir.path("repo")).expect("repo directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        (dir, port)
+    }
+
+    fn listening(self) -> Server {
         for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                return Server { dir, port, child };
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return self;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("busybox httpd did not listen on {port}");
+        panic!("the {} server did not listen on {}", self.scheme, self.port);
     }
 
     /// The repository as the guest sees it.
     pub fn url(&self) -> String {
-        format!("http://10.0.2.2:{}", self.port)
+        format!("{}://10.0.2.2:{}", self.scheme, self.port)
     }
 
     pub fn channel(&self) -> PathBuf {

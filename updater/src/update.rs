@@ -59,6 +59,16 @@ pub struct Updater {
     pub version: Version,
     pub timeout: Duration,
     pub say: Box<dyn FnMut(&str)>,
+    /// Set by [`Updater::check`] from the repository's settings.
+    trust: Option<http::Trust>,
+}
+
+/// Where updates come from: STATE's settings over the image's.
+pub struct Source {
+    pub url: String,
+    pub channel: String,
+    /// One more CA (a PEM file) for an https repository with a private CA.
+    pub ca: Option<PathBuf>,
 }
 
 const MIB: f64 = 1048576.0;
@@ -81,6 +91,7 @@ impl Updater {
             version,
             timeout: Duration::from_secs(30),
             say,
+            trust: None,
         })
     }
 
@@ -94,9 +105,10 @@ impl Updater {
 
     /// The repository base URL and channel: STATE's config over the image's
     /// `/etc/cairn/update.conf`.
-    pub fn source(&self) -> Result<(String, String), UpdateError> {
+    pub fn source(&self) -> Result<Source, UpdateError> {
         let mut url = String::new();
         let mut channel = "stable".to_string();
+        let mut ca = None;
         let image = std::fs::read_to_string("/etc/cairn/update.conf").unwrap_or_default();
         let mut pairs = crate::state::parse_pairs(&image, "/etc/cairn/update.conf")?;
         pairs.extend(self.store.config()?);
@@ -104,21 +116,25 @@ impl Updater {
             match k.as_str() {
                 "url" => url = v,
                 "channel" => channel = v,
+                "ca" if v.is_empty() => ca = None,
+                "ca" => ca = Some(PathBuf::from(v)),
                 _ => {}
             }
         }
         if url.is_empty() {
-            return Err(UpdateError::Not("no update repository set; run `cairnctl update set url=http://HOST/PATH`".into()));
+            return Err(UpdateError::Not("no update repository set; run `cairnctl update set url=https://HOST/PATH`".into()));
         }
-        Ok((url, channel))
+        Ok(Source { url, channel, ca })
     }
 
     /// Fetches the channel's manifest and checks it; nothing is written.
     pub fn check(&mut self) -> Result<(Manifest, String), UpdateError> {
-        let (url, channel) = self.source()?;
+        let Source { url, channel, ca } = self.source()?;
+        let trust = http::Trust::new(ca.as_deref())?;
         let base = http::join(&url, &channel);
-        let manifest = http::get(&http::join(&base, "manifest.toml"), 0, self.timeout)?.bytes(1 << 20)?;
-        let sigs = http::get(&http::join(&base, "manifest.toml.sig"), 0, self.timeout)?.bytes(1 << 16)?;
+        let manifest = http::get(&http::join(&base, "manifest.toml"), 0, self.timeout, &trust)?.bytes(1 << 20)?;
+        let sigs = http::get(&http::join(&base, "manifest.toml.sig"), 0, self.timeout, &trust)?.bytes(1 << 16)?;
+        self.trust = Some(trust);
         let keyring_text = std::fs::read_to_string(&self.keyring).map_err(io(format!("cannot read the trusted keys {}", self.keyring.display())))?;
         let keyring = Keyring::parse(&keyring_text, &self.keyring.display().to_string())?;
         let bad = self.store.bad()?;
@@ -155,11 +171,15 @@ impl Updater {
         }
         free_space(&dir, size - have)?;
         let url = http::join(base, file);
+        let trust = match &self.trust {
+            Some(t) => t.clone(),
+            None => http::Trust::new(self.source()?.ca.as_deref())?,
+        };
         let started = Instant::now();
         let mut last_report = Instant::now();
         let mut tries = 0;
         while have < size {
-            let mut resp = match http::get(&url, have, self.timeout) {
+            let mut resp = match http::get(&url, have, self.timeout, &trust) {
                 Ok(r) => r,
                 Err(HttpError::Io { .. }) if tries + 1 < DOWNLOAD_TRIES => {
                     tries += 1;
@@ -489,7 +509,10 @@ impl Updater {
         let bad: Vec<String> = self.store.bad()?.iter().map(Version::to_string).collect();
         out.push_str(&format!("bad: {}\n", if bad.is_empty() { "none".into() } else { bad.join(" ") }));
         match self.source() {
-            Ok((url, channel)) => out.push_str(&format!("repository: {url} channel {channel}\n")),
+            Ok(Source { url, channel, ca }) => {
+                let ca = ca.map_or(String::new(), |p| format!(" (also trusting the CA in {})", p.display()));
+                out.push_str(&format!("repository: {url} channel {channel}{ca}\n"));
+            }
             Err(e) => out.push_str(&format!("repository: {e}\n")),
         }
         Ok(out)
