@@ -105,11 +105,7 @@ impl Default for Settings {
 }
 
 fn parse_hex(value: &str, len: Option<usize>) -> Result<String, String> {
-    let ok = !value.is_empty()
-        && value.len() % 2 == 0
-        && len.is_none_or(|l| value.len() == l)
-        && value.bytes().all(|b| b.is_ascii_hexdigit());
-    match (ok, len) {
+    match (cairn_model::manifest::is_hex(value, len), len) {
         (true, _) => Ok(value.to_ascii_lowercase()),
         (false, Some(l)) => Err(format!("expected {l} hexadecimal digits")),
         (false, None) => Err("expected an even number of hexadecimal digits".into()),

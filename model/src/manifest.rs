@@ -117,12 +117,15 @@ pub struct Manifest {
     pub initramfs: Payload,
 }
 
+/// Whether `value` is whole bytes of hexadecimal digits, `len` digits long
+/// when a length is given (hashes, salts and keys on command lines and in
+/// manifests).
+pub fn is_hex(value: &str, len: Option<usize>) -> bool {
+    !value.is_empty() && value.len() % 2 == 0 && len.is_none_or(|l| value.len() == l) && value.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
 fn hex_of(what: &str, value: &str, len: Option<usize>) -> Result<(), String> {
-    let ok = value.len() % 2 == 0
-        && len.is_none_or(|l| value.len() == l)
-        && !value.is_empty()
-        && value.bytes().all(|b| b.is_ascii_hexdigit());
-    if ok {
+    if is_hex(value, len) {
         Ok(())
     } else {
         Err(format!("{what} `{value}` is not {}hexadecimal", len.map_or(String::new(), |l| format!("{l}-digit "))))

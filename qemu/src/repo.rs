@@ -119,15 +119,34 @@ impl Server {
     }
 
     fn prepare(name: &str) -> (Scratch, u16) {
+        // Tests run side by side in one process: a port the kernel frees
+        // for one of them may be handed to the next, so none is given twice.
+        static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
         let dir = Scratch::new(name).expect("scratch directory");
         std::fs::create_dir_all(dir.path("repo")).expect("repo directory");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+        let port = loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port");
+            let mut given = GIVEN.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !given.contains(&port) {
+                given.push(port);
+                break port;
+            }
+        };
         (dir, port)
     }
 
-    fn listening(self) -> Server {
+    fn listening(mut self) -> Server {
         for _ in 0..100 {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("the {} server on port {} exited ({status}): is the port taken?", self.scheme, self.port);
+            }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                // Someone answers; make sure it is ours and not a server
+                // that held the port before ours could bind it.
+                std::thread::sleep(Duration::from_millis(200));
+                if let Ok(Some(status)) = self.child.try_wait() {
+                    panic!("the {} server on port {} exited ({status}): is the port taken?", self.scheme, self.port);
+                }
                 return self;
             }
             std::thread::sleep(Duration::from_millis(50));
