@@ -4,13 +4,16 @@
 //! The host image builder uses [`Gpt::write`] on a fresh image; PID 1 uses
 //! [`Gpt::read`], [`Gpt::grown`] and [`write_grown`] on first boot to take
 //! over space added to the disk. The crate does no I/O beyond the handles it
-//! is given, so a `File` for an image and one for a block device work alike.
+//! is given, so a `File` for an image and one for a block device work alike;
+//! [`sysfs`] finds which running block device carries which label, for PID 1
+//! and the updater alike.
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 
 mod error;
 mod guid;
+pub mod sysfs;
 #[cfg(test)]
 mod tests;
 

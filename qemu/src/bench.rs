@@ -132,6 +132,11 @@ fn services(runs: usize) -> Result<()> {
     Ok(())
 }
 
+/// Whether `tool` is on PATH.
+pub(crate) fn have(tool: &str) -> bool {
+    std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
+}
+
 pub(crate) fn wall_ms(cmd: &mut std::process::Command) -> Result<f64> {
     let t = std::time::Instant::now();
     let out = cmd.output().with_context(|| format!("{cmd:?}"))?;
@@ -147,7 +152,7 @@ pub(crate) fn wall_ms(cmd: &mut std::process::Command) -> Result<f64> {
 /// mounted (timed inside it), and podman can only use runc here.
 fn host_runtimes(runs: usize) -> Result<()> {
     for tool in ["podman", "crun", "runc", "unshare", "python3"] {
-        if std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().map_or(true, |o| !o.status.success()) {
+        if !have(tool) {
             println!("Host runtimes: SKIPPED, {tool} is not installed (make bench installs podman, crun and runc)");
             return Ok(());
         }

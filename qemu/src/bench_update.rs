@@ -3,7 +3,7 @@
 //! host, RAUC beside the updater's install path and `dd`, all three writing
 //! the same root payload to the same loop device.
 
-use crate::bench::{median, wall_ms};
+use crate::bench::{have, median, wall_ms};
 use anyhow::{Context, Result};
 use cairn_qemu::repo::{good, Server};
 use cairn_qemu::{field, out_dir, Config, Machine, Scratch};
@@ -79,10 +79,6 @@ pub fn in_guest(runs: usize) -> Result<()> {
     println!("{spread} (dd timed with /proc/uptime, 10 ms steps)");
     println!("RAUC cannot run in the guest (it is not in the image): it is compared on the host below.");
     Ok(())
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().is_ok_and(|o| o.status.success())
 }
 
 fn run(cmd: &mut Command) -> Result<String> {
@@ -229,7 +225,7 @@ pub fn host_peers(runs: usize) -> Result<()> {
     let service = RaucService::start(&dir.0, &conf)?;
     let version = run(Command::new("rauc").arg("--version"))?.trim().to_string();
 
-    let (mut dd, mut rauc, mut cairn, mut parts) = (Vec::new(), Vec::new(), Vec::new(), Vec::<RootTimes>::new());
+    let (mut dd, mut rauc, mut parts) = (Vec::new(), Vec::new(), Vec::<RootTimes>::new());
     let mut cache_dropped = true;
     for i in 0..runs {
         eprintln!("bench: update on the host, run {}/{runs}", i + 1);
@@ -257,7 +253,6 @@ pub fn host_peers(runs: usize) -> Result<()> {
                 "rauc" => rauc.push(wall_ms(&mut service.rauc(&["install", &raucb.display().to_string()]))? / 1000.0),
                 _ => {
                     let t = cairn_updater::update::install_root(Path::new(&slot_b.0), &staged, &manifest)?;
-                    cairn.push(t.hash_s + t.verity_s + t.write_s + t.verify_s);
                     parts.push(t);
                 }
             }
@@ -266,6 +261,7 @@ pub fn host_peers(runs: usize) -> Result<()> {
         }
     }
     drop(service);
+    let cairn: Vec<f64> = parts.iter().map(|t| t.hash_s + t.verity_s + t.write_s + t.verify_s).collect();
     let part = |f: fn(&RootTimes) -> f64| median(parts.iter().map(f).collect());
     let (hash, verity, cairn_write, verify) = (part(|t| t.hash_s), part(|t| t.verity_s), part(|t| t.write_s), part(|t| t.verify_s));
     let spread = format!("every run, seconds: dd {dd:.2?}, rauc {rauc:.2?}, cairn {cairn:.2?}");

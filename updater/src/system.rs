@@ -34,16 +34,11 @@ pub fn os_version(os_release: &str) -> Option<Version> {
 
 /// The device node of the partition with GPT label `label`.
 pub fn partition(label: &str) -> Result<PathBuf, SystemError> {
-    let dir = std::fs::read_dir("/sys/class/block").map_err(io("/sys/class/block"))?;
-    let mut names: Vec<String> = dir.filter_map(Result::ok).filter_map(|e| e.file_name().into_string().ok()).collect();
-    names.sort();
-    for name in names {
-        let uevent = std::fs::read_to_string(format!("/sys/class/block/{name}/uevent")).unwrap_or_default();
-        if uevent.lines().any(|l| l.strip_prefix("PARTNAME=") == Some(label)) {
-            return Ok(PathBuf::from(format!("/dev/{name}")));
-        }
-    }
-    Err(SystemError::Missing(format!("no partition labelled {label} (is this a Cairn disk?)")))
+    cairn_gpt::sysfs::scan(Path::new("/sys/class/block"))
+        .into_iter()
+        .find(|d| d.partname.as_deref() == Some(label))
+        .map(|d| PathBuf::from(d.node()))
+        .ok_or_else(|| SystemError::Missing(format!("no partition labelled {label} (is this a Cairn disk?)")))
 }
 
 fn c(s: &str) -> Result<CString, SystemError> {

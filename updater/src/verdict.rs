@@ -17,7 +17,7 @@ const HEALTH_TIMEOUT: u64 = 180;
 /// Whether cairn-init hands this boot to the updater: a slot disk booted
 /// through UEFI.
 pub fn expected(cmdline: &str) -> bool {
-    crate::system::running_slot(cmdline).is_some() && Path::new("/sys/firmware/efi").exists()
+    crate::system::running_slot(cmdline).is_some() && crate::system::efi()
 }
 
 pub fn is_done() -> bool {

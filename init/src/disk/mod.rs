@@ -3,7 +3,7 @@
 //! STATE on /var (grown to fill the disk on first boot), moves the API file
 //! systems across, frees the initramfs, switches root and execs stage 2.
 
-pub mod blockdev;
+pub use cairn_gpt::sysfs as blockdev;
 pub mod dm;
 pub mod grow;
 
