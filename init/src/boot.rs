@@ -1,0 +1,299 @@
+//! From the kernel's hand-off to the first turn of the event loop: early
+//! mounts, command line, stage 1 (find and verify the root, switch to it),
+//! stage 2's preparation, modules, watchdog, and the processes PID 1 starts
+//! itself (containerd, the debug shell).
+
+use crate::cmdline::Settings;
+use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, watchdog};
+use crate::{Init, SIGNALS, VERSION};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+const BOOT_MODULES: &str = "/etc/cairn/modules.boot";
+const ROOT_MODULES: &str = "/etc/cairn/modules.root";
+
+pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Option<i32>) -> Init {
+    let entered_ms = sys::boottime_ms();
+    // Block the signals before any thread exists so every thread inherits the
+    // mask and they all arrive on the signalfd.
+    let signals = match sys::signalfd(SIGNALS) {
+        Ok(fd) => fd,
+        Err(e) => panic!("cannot create the signalfd: {e}"),
+    };
+    if let Err(e) = sys::disable_ctrl_alt_del() {
+        warn!("cannot route Ctrl-Alt-Del to init: {e}");
+    }
+    let mut mounted = mounts::Mounted::default();
+    let mount_errors = mounts::mount_table(&mut mounts::RealMounter, mounts::EARLY_MOUNTS, &mut mounted);
+    logger.reopen();
+    for e in &mount_errors {
+        error!("{}", error_chain(e));
+    }
+    // Lift the kernel's rate limit on /dev/kmsg writes: PID 1's log is not spam.
+    let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
+
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (settings, warnings) = cmdline::parse(&cmdline);
+    logger.set_level(settings.log_level);
+    let release = sys::kernel_release().unwrap_or_else(|_| "unknown".into());
+    let stage = match (stage2, settings.slot) {
+        (true, _) => "stage 2",
+        (false, Some(_)) => "stage 1",
+        (false, None) => "initramfs only",
+    };
+    info!("cairn-init {VERSION} {stage} kernel={release} entered_ms={entered_ms}");
+    for w in &warnings {
+        warn!("{w}");
+    }
+    if !stage2 && settings.slot.is_some() {
+        stage1(&release, &settings);
+    }
+    if stage2 {
+        prepare_stage2(&mut mounted);
+    }
+
+    // The network thread waits for its link to appear, so it starts before the
+    // modules load and DHCP overlaps with the rest of module loading.
+    let (wake_rd, wake_wr) = match sys::pipe() {
+        Ok(p) => p,
+        Err(e) => panic!("cannot create the wake pipe: {e}"),
+    };
+    let health_wake = wake_wr.try_clone();
+    let net = match net::spawn(&settings, wake_wr) {
+        Ok(rx) => Some(rx),
+        Err(e) => {
+            error!("cannot start the network thread: {e}");
+            None
+        }
+    };
+    let net_status = if net.is_none() { Some(net::Status::Failed("no network thread".into())) } else { None };
+
+    load_modules(&release, &settings, &[BOOT_MODULES]);
+    let watchdog = match (settings.watchdog.is_zero(), watchdog_fd) {
+        (true, _) => None,
+        (false, Some(fd)) => watchdog::Watchdog::inherit(fd, settings.watchdog)
+            .map_err(|e| warn!("cannot take over the watchdog from stage 1 (fd {fd}): {e}"))
+            .ok(),
+        (false, None) => arm_watchdog(&settings),
+    };
+
+    let acpi = match power::AcpiListener::open() {
+        Ok(l) => Some(l),
+        Err(e) => {
+            warn!("no ACPI power button events: {}", error_chain(&e));
+            None
+        }
+    };
+
+    let now = Instant::now();
+    let mut supervisor = supervisor::Supervisor::new();
+    supervisor::set_runtime(&settings.runtime);
+    for spec in services::load(&settings.enable, &settings.disable, &settings.runtime) {
+        supervisor.add(spec, now);
+    }
+    if let Some(spec) = containerd_spec(&release, &settings) {
+        supervisor.add(spec, now);
+    }
+    let (health_tx, health_rx) = match health_wake.and_then(health::spawn) {
+        Ok((tx, rx)) => (Some(tx), Some(rx)),
+        Err(e) => {
+            error!("no TCP/HTTP health checks: cannot start their thread: {e}");
+            (None, None)
+        }
+    };
+    let control = match control::Control::open() {
+        Ok(c) => Some(c),
+        Err(e) => {
+            error!("no control socket at {}: {e}", control::SOCKET);
+            None
+        }
+    };
+    let kmsg = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open("/dev/kmsg")
+        .ok();
+    let logs = logs::Logs::new(stage2 && sys::is_mountpoint(Path::new("/var")));
+    if settings.debug_shell {
+        let shell = [format!("{}/sh", disk::DEBUG_BIN), "/bin/sh".to_string()].into_iter().find(|p| Path::new(p).exists());
+        if let Some(shell) = shell {
+            warn!("debug shell enabled on /dev/{} (cairn.debug=shell)", settings.debug_tty);
+            supervisor.add(debug_shell_spec(&settings, &shell), now);
+        } else {
+            warn!("cairn.debug=shell asked for a shell, but this image has none (build the debug image)");
+        }
+    }
+
+    Init {
+        boot_started: now,
+        warned_not_ready: false,
+        control,
+        logs,
+        kmsg,
+        health_tx,
+        health_rx,
+        net_deadline: now + settings.net_timeout + Duration::from_secs(1),
+        settings,
+        signals,
+        acpi,
+        wake: wake_rd,
+        net,
+        net_status,
+        registry: reaper::Registry::default(),
+        supervisor,
+        mounted,
+        ready: false,
+        watchdog,
+        verdict: false,
+    }
+}
+
+fn arm_watchdog(settings: &Settings) -> Option<watchdog::Watchdog> {
+    match watchdog::Watchdog::arm(settings.watchdog) {
+        Ok(w) => {
+            info!("watchdog armed: reboot if PID 1 hangs for {} s", settings.watchdog.as_secs());
+            Some(w)
+        }
+        Err(e) => {
+            warn!("no watchdog (softdog): {e}");
+            None
+        }
+    }
+}
+
+/// Stage 1 never returns: it execs stage 2, or logs why it could not and
+/// reboots, which uses up one of the boot entry's tries.
+fn stage1(release: &str, settings: &Settings) -> ! {
+    load_modules(release, settings, &[BOOT_MODULES, ROOT_MODULES]);
+    // Armed before the root is even found: a trial slot that hangs anywhere
+    // from here on reboots and uses up a try.
+    let mut stage2_args = vec!["--stage2".to_string()];
+    if !settings.watchdog.is_zero() {
+        if let Some(w) = arm_watchdog(settings) {
+            stage2_args.push(format!("{}{}", watchdog::FD_ARG, w.into_raw_fd()));
+        }
+    }
+    let err = match &settings.verity {
+        Some(v) => error_chain(&disk::run(settings, v, &stage2_args)),
+        None => "cairn.slot is set but cairn.verity_blocks, cairn.verity_salt and cairn.verity_root are not all valid".into(),
+    };
+    error!("stage 1 failed: {err}");
+    error!("rebooting in 10 s");
+    std::thread::sleep(Duration::from_secs(10));
+    sys::sync();
+    let e = sys::reboot(libc::RB_AUTOBOOT);
+    panic!("reboot failed after stage 1 failed: {e}");
+}
+
+/// containerd for workloads: a supervised host process (not a container: it
+/// makes containers), on unless `cairn.disable=containerd`.
+fn containerd_spec(release: &str, settings: &Settings) -> Option<supervisor::Spec> {
+    const BIN: &str = "/usr/bin/containerd";
+    if !Path::new(BIN).exists() || settings.disable.iter().any(|d| d == "containerd") {
+        return None;
+    }
+    // Its overlayfs snapshotter needs the module.
+    let dir = Path::new("/usr/lib/modules").join(release);
+    match modules::Loader::open(&dir).and_then(|mut l| l.load("overlay")) {
+        Ok(_) => {}
+        Err(e) => warn!("containerd without overlayfs: {}", error_chain(&e)),
+    }
+    Some(supervisor::Spec {
+        service: true,
+        capture: true,
+        env: vec![("PATH".into(), "/usr/sbin:/usr/bin".into())],
+        stop_timeout: Duration::from_secs(10),
+        ..supervisor::Spec::process("containerd", vec![BIN.into(), "--config".into(), "/etc/containerd/config.toml".into()])
+    })
+}
+
+/// Stage 2 runs on the verified root: STATE is on /var (unmounted last at
+/// shutdown), and the machine id lives there.
+fn prepare_stage2(mounted: &mut mounts::Mounted) {
+    if sys::is_mountpoint(Path::new("/var")) {
+        mounted.targets.insert(0, "/var");
+    }
+    if let Err(e) = machine_id() {
+        warn!("no machine id: {e}");
+    }
+}
+
+/// A random id made on first boot and kept on STATE; /etc/machine-id links to
+/// its copy in /run.
+fn machine_id() -> std::io::Result<()> {
+    let kept = "/var/lib/cairn/machine-id";
+    let id = match std::fs::read_to_string(kept) {
+        Ok(id) if id.trim().len() == 32 => id.trim().to_string(),
+        _ => {
+            let mut bytes = [0u8; 16];
+            std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut bytes))?;
+            let id: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            std::fs::create_dir_all("/var/lib/cairn")?;
+            std::fs::write(format!("{kept}.tmp"), format!("{id}\n"))?;
+            std::fs::rename(format!("{kept}.tmp"), kept)?;
+            info!("new machine id {id}");
+            id
+        }
+    };
+    net::write_run_file("machine-id", &format!("{id}\n"))
+}
+
+fn debug_shell_spec(settings: &Settings, shell: &str) -> supervisor::Spec {
+    supervisor::Spec {
+        env: vec![
+            ("PATH".into(), format!("{}:/bin:/sbin:/usr/bin:/usr/sbin", disk::DEBUG_BIN)),
+            ("HOME".into(), "/".into()),
+            ("TERM".into(), "vt100".into()),
+            ("PS1".into(), "cairn# ".into()),
+        ],
+        tty: Some(settings.debug_tty.clone()),
+        // An interactive busybox shell ignores SIGTERM and SIGHUP; it holds
+        // nothing that needs a clean stop.
+        stop_signal: libc::SIGKILL,
+        stop_timeout: Duration::from_secs(1),
+        ..supervisor::Spec::process("debug-shell", vec![shell.into()])
+    }
+}
+
+fn load_modules(release: &str, settings: &Settings, lists: &[&str]) {
+    let mut names = Vec::new();
+    for list in lists {
+        match modules::read_list(Path::new(list)) {
+            Ok(l) => names.extend(l),
+            Err(e) => warn!("cannot read {list}: {e}"),
+        }
+    }
+    names.extend(settings.modules.iter().cloned());
+    load_module_names(release, &names);
+}
+
+pub(crate) fn load_module_names(release: &str, names: &[String]) {
+    let start = Instant::now();
+    if names.is_empty() {
+        return;
+    }
+    let dir = ["/usr/lib/modules", "/lib/modules"]
+        .iter()
+        .map(|d| Path::new(d).join(release))
+        .find(|d| d.exists())
+        .unwrap_or_else(|| Path::new("/lib/modules").join(release));
+    let mut loader = match modules::Loader::open(&dir) {
+        Ok(l) => l,
+        Err(e) => {
+            error!("no kernel modules loaded: {}", error_chain(&e));
+            return;
+        }
+    };
+    let mut files = 0;
+    for name in names {
+        match loader.load(name) {
+            Ok(n) => files += n,
+            Err(e) => error!("{}", error_chain(&e)),
+        }
+    }
+    if files > 0 {
+        info!("loaded {files} kernel modules for {} in {}ms", names.join(","), start.elapsed().as_millis());
+    }
+}
