@@ -117,6 +117,37 @@ pub struct Manifest {
     pub initramfs: Payload,
 }
 
+/// The largest root image a manifest may name (a slot is far smaller; this
+/// keeps every sum over sizes far from `u64::MAX`).
+pub const MAX_ROOT: u64 = 1 << 40;
+/// The largest kernel or initramfs a manifest may name: they go to the ESP.
+pub const MAX_BOOT_FILE: u64 = 1 << 30;
+/// The dm-verity data block size.
+pub const VERITY_BLOCK: u64 = 4096;
+
+impl RootPayload {
+    /// Bytes of file system data the verity tree covers; None if that wraps.
+    pub fn verity_data_bytes(&self) -> Option<u64> {
+        self.verity_blocks.checked_mul(VERITY_BLOCK)
+    }
+}
+
+/// A payload's file name: one plain path component of printable ASCII (no
+/// `/`, no `\\`, not hidden, not `.` or `..`, no spaces or control
+/// characters), at most 255 bytes; it is joined to URLs and to the staging
+/// directory.
+fn plain_name(key: &str, name: &str) -> Result<(), String> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && !name.starts_with('.')
+        && name.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b'\\');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{key} = {name:?} must be a plain file name of printable characters (no `/`, not starting with `.`)"))
+    }
+}
+
 /// Whether `value` is whole bytes of hexadecimal digits, `len` digits long
 /// when a length is given (hashes, salts and keys on command lines and in
 /// manifests).
@@ -147,10 +178,17 @@ impl Manifest {
         )
     }
 
-    /// Parses and checks the shape of a manifest.
+    /// Parses and checks the shape of a manifest. Every error names the key
+    /// (or, for TOML syntax, the line) it is about.
     pub fn parse(text: &str) -> Result<Manifest, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| e.message().to_string())?;
-        let version: Version = raw.version.parse()?;
+        let raw: Raw = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| text.get(..s.start).unwrap_or("").matches('\n').count() + 1);
+            match line {
+                Some(l) => format!("line {l}: {}", e.message()),
+                None => e.message().to_string(),
+            }
+        })?;
+        let version: Version = raw.version.parse().map_err(|e| format!("version: {e}"))?;
         if !["stable", "beta", "alpha"].contains(&raw.channel.as_str()) {
             return Err(format!("channel `{}` is not stable, beta or alpha", raw.channel));
         }
@@ -163,10 +201,24 @@ impl Manifest {
         if raw.cmdline.contains('\n') || raw.cmdline.contains("cairn.slot=") || raw.cmdline.contains("cairn.verity_") {
             return Err("cmdline must be one line without cairn.slot= or cairn.verity_* (the updater adds them)".into());
         }
-        for file in [&raw.root.file, &raw.kernel.file, &raw.initramfs.file] {
-            if file.is_empty() || file.contains('/') || file.starts_with('.') {
-                return Err(format!("payload file name `{file}` must be a plain name"));
+        for (key, file) in [("root.file", &raw.root.file), ("kernel.file", &raw.kernel.file), ("initramfs.file", &raw.initramfs.file)] {
+            plain_name(key, file)?;
+        }
+        for (key, size, max) in [
+            ("root.size", raw.root.size, MAX_ROOT),
+            ("kernel.size", raw.kernel.size, MAX_BOOT_FILE),
+            ("initramfs.size", raw.initramfs.size, MAX_BOOT_FILE),
+        ] {
+            if size == 0 || size > max {
+                return Err(format!("{key} = {size} is not between 1 and {max} bytes"));
             }
+        }
+        let data = raw.root.verity_data_bytes().ok_or_else(|| format!("root.verity_blocks = {} overflows", raw.root.verity_blocks))?;
+        if raw.root.verity_blocks == 0 || data >= raw.root.size {
+            return Err(format!(
+                "root.verity_blocks = {} ({data} bytes of data) leaves no room for a hash tree in root.size = {}",
+                raw.root.verity_blocks, raw.root.size
+            ));
         }
         Ok(Manifest {
             version,
@@ -190,7 +242,7 @@ mod tests {
         let h = "ab".repeat(32);
         format!(
             "version = \"{version}\"\nchannel = \"stable\"\nbuild_id = \"b1\"\nexpires = {expires}\ncmdline = \"console=ttyS0\"\n\
-             [root]\nfile = \"root.img\"\nsize = 8192\nsha256 = \"{h}\"\nverity_root = \"{h}\"\nverity_salt = \"00ff\"\nverity_blocks = 2\n\
+             [root]\nfile = \"root.img\"\nsize = 12288\nsha256 = \"{h}\"\nverity_root = \"{h}\"\nverity_salt = \"00ff\"\nverity_blocks = 2\n\
              [kernel]\nfile = \"vmlinuz\"\nsize = 10\nsha256 = \"{h}\"\n\
              [initramfs]\nfile = \"initramfs.img\"\nsize = 10\nsha256 = \"{h}\"\n"
         )
@@ -207,15 +259,37 @@ mod tests {
     #[test]
     fn refuses_bad_shapes() {
         let e = Manifest::parse(&sample("1.2", 1)).unwrap_err();
-        assert_eq!(e, "`1.2` is not a version like 1.2.3");
+        assert_eq!(e, "version: `1.2` is not a version like 1.2.3");
         let e = Manifest::parse(&sample("1.0.0", 1).replace("stable", "nightly")).unwrap_err();
         assert!(e.contains("channel `nightly`"), "{e}");
-        let e = Manifest::parse(&sample("1.0.0", 1).replace("\"vmlinuz\"", "\"../vmlinuz\"")).unwrap_err();
-        assert!(e.contains("plain name"), "{e}");
+        for name in ["../vmlinuz", "a/b", "..", ".", "", "vm linuz", "vm\\u0007linuz", "vm\\nlinuz", "vmlinüz", "a\\\\b"] {
+            let e = Manifest::parse(&sample("1.0.0", 1).replace("\"vmlinuz\"", &format!("\"{name}\""))).unwrap_err();
+            assert!(e.starts_with("kernel.file = ") && e.contains("plain file name"), "{name:?}: {e}");
+        }
         let e = Manifest::parse(&sample("1.0.0", 1).replace("size = 10\n", "size = 10\nextra = 1\n")).unwrap_err();
         assert!(e.contains("unknown field"), "{e}");
         let e = Manifest::parse(&sample("1.0.0", 1).replace("console=ttyS0", "cairn.slot=b")).unwrap_err();
         assert!(e.contains("cmdline"), "{e}");
+    }
+
+    #[test]
+    fn sizes_that_would_wrap_or_do_not_fit_are_refused_by_key() {
+        let big = (MAX_ROOT + 1).to_string();
+        let cases = [
+            (sample("1.0.0", 1).replace("verity_blocks = 2", &format!("verity_blocks = {}", u64::MAX / 2)), "root.verity_blocks"),
+            (sample("1.0.0", 1).replace("verity_blocks = 2", "verity_blocks = 2000"), "root.verity_blocks"),
+            (sample("1.0.0", 1).replace("verity_blocks = 2", "verity_blocks = 0"), "root.verity_blocks"),
+            (sample("1.0.0", 1).replace("size = 12288", &format!("size = {big}")), "root.size"),
+            (sample("1.0.0", 1).replacen("size = 10\n", "size = 0\n", 1), "kernel.size"),
+            (sample("1.0.0", 1).replacen("size = 10\n", &format!("size = {}\n", MAX_BOOT_FILE + 1), 1), "kernel.size"),
+        ];
+        for (text, key) in cases {
+            let e = Manifest::parse(&text).unwrap_err();
+            assert!(e.starts_with(key), "{key}: {e}");
+        }
+        // A size past i64 is not TOML at all; the error gives the line.
+        let e = Manifest::parse(&sample("1.0.0", 1).replace("expires = 1", "expires = 99999999999999999999")).unwrap_err();
+        assert!(e.starts_with("line 4: "), "{e}");
     }
 
     #[test]

@@ -12,6 +12,8 @@ pub enum Refusal {
     BadSignature { key: String },
     #[error("Signed only by keys this machine does not trust: {keys}")]
     UnknownKey { keys: String },
+    #[error("The signature file holds more than one line for key {key}")]
+    RepeatedKey { key: String },
     #[error("{have} valid signature(s), {need} needed")]
     NotEnoughSignatures { have: usize, need: usize },
     #[error("Manifest is malformed: {0}")]
@@ -38,10 +40,17 @@ pub struct Context<'a> {
 }
 
 /// Checks signatures over the exact bytes first, then the manifest.
+///
+/// The threshold counts distinct trusted keys. A signature file that names one
+/// key twice is refused whole: one stolen key repeated must not pass for k.
 pub fn check(manifest: &[u8], signatures: &str, keyring: &Keyring, ctx: &Context<'_>) -> Result<Manifest, Refusal> {
+    let mut seen = std::collections::BTreeSet::new();
     let mut valid = 0;
     let mut unknown = Vec::new();
     for (id, sig) in parse_signatures(signatures) {
+        if !seen.insert(id.clone()) {
+            return Err(Refusal::RepeatedKey { key: id });
+        }
         let Some(key) = keyring.keys.get(&id) else {
             unknown.push(id);
             continue;
@@ -159,5 +168,19 @@ mod tests {
         let e = check(m.as_bytes(), &sign(&m, &[("new", &new)]), &two_of_two, &ctx(&[])).unwrap_err();
         assert_eq!(e, Refusal::NotEnoughSignatures { have: 1, need: 2 });
         assert!(check(m.as_bytes(), &sign(&m, &[("old", &old), ("new", &new)]), &two_of_two, &ctx(&[])).is_ok());
+    }
+
+    #[test]
+    fn one_key_repeated_is_not_two_signatures() {
+        let (old, new) = (key(1), key(2));
+        let m = sample("1.1.0", 2000);
+        let two_of_two = ring(&[("old", &old), ("new", &new)], 2);
+        let twice = sign(&m, &[("new", &new), ("new", &new)]);
+        let e = check(m.as_bytes(), &twice, &two_of_two, &ctx(&[])).unwrap_err();
+        assert_eq!(e, Refusal::RepeatedKey { key: "new".into() });
+        // Also when the other key signed too: the file itself is suspect.
+        let thrice = sign(&m, &[("old", &old), ("new", &new), ("new", &new)]);
+        let e = check(m.as_bytes(), &thrice, &two_of_two, &ctx(&[])).unwrap_err();
+        assert_eq!(e, Refusal::RepeatedKey { key: "new".into() });
     }
 }

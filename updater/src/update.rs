@@ -14,7 +14,7 @@ use crate::http::{self, HttpError};
 use crate::keys::{KeyError, Keyring};
 use crate::state::{StateError, Store, Trial};
 use crate::system::{self, Esp, SystemError};
-use cairn_model::manifest::{Manifest, Version};
+use cairn_model::manifest::{Manifest, Payload, Version};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::fd::AsRawFd;
@@ -223,7 +223,7 @@ impl Updater {
                         "downloading {file}: {:.1} of {:.1} MiB ({}%), {rate:.1} MiB/s",
                         have as f64 / MIB,
                         size as f64 / MIB,
-                        have * 100 / size.max(1)
+                        percent(have, size)
                     ));
                 }
                 if have >= size / 2 && have - (n as u64) < size / 2 {
@@ -298,16 +298,13 @@ impl Updater {
 
         let slot_dir = esp.dir.join("cairn").join(p.target.letter().to_string());
         std::fs::create_dir_all(&slot_dir).map_err(io(format!("cannot create {}", slot_dir.display())))?;
-        for (src, name) in [(&p.kernel, "vmlinuz"), (&p.initramfs, "initramfs.img")] {
-            let bytes = std::fs::read(src).map_err(io(format!("cannot read {}", src.display())))?;
-            let tmp = slot_dir.join(format!("{name}.new"));
-            durable::write_flushed(&tmp, &bytes)?;
-            std::fs::rename(&tmp, slot_dir.join(name)).map_err(io(format!("cannot rename {}", tmp.display())))?;
+        for (src, payload, name) in [(&p.kernel, &m.kernel, "vmlinuz"), (&p.initramfs, &m.initramfs, "initramfs.img")] {
+            write_boot_file(src, payload, &slot_dir, name)?;
             self.pause(&format!("esp-{name}"));
         }
         durable::sync_dir(&slot_dir)?;
 
-        let generation = max_generation(&esp)? + 1;
+        let generation = next_generation(&esp)?;
         let options = format!(
             "{} cairn.slot={} cairn.verity_blocks={} cairn.verity_salt={} cairn.verity_root={}",
             m.cmdline.trim(),
@@ -467,7 +464,7 @@ impl Updater {
         if self.store.bad()?.contains(&version) {
             return Err(UpdateError::Not(format!("slot {other} holds {version}, which failed its trial here")));
         }
-        let generation = max_generation(&esp)? + 1;
+        let generation = next_generation(&esp)?;
         let options = text.lines().find_map(|l| l.strip_prefix("options")).unwrap_or("").trim().to_string();
         let new_text = entries::text(&version.to_string(), generation, other, &options);
         self.store.set_trial(&Trial { slot: other, version, from: self.version, committed: false, committed_at: 0 })?;
@@ -556,8 +553,8 @@ fn free_space(dir: &Path, need: u64) -> Result<(), UpdateError> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io(format!("cannot statvfs {}", dir.display()))(std::io::Error::last_os_error()));
     }
-    let free = st.f_bavail as u64 * st.f_frsize as u64;
-    if free < need + (4 << 20) {
+    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
+    if free < need.saturating_add(4 << 20) {
         return Err(UpdateError::Not(format!(
             "STATE is full: {} needs {:.1} MiB more, {:.1} MiB free",
             dir.display(),
@@ -575,10 +572,9 @@ fn verity_check(root: &Path, m: &Manifest) -> Result<(), UpdateError> {
         .ok()
         .and_then(|v| v.try_into().ok())
         .ok_or_else(|| UpdateError::Payload("verity root is not 32 bytes of hex".into()))?;
-    let data_len = m.root.verity_blocks * 4096;
-    if data_len >= m.root.size {
-        return Err(UpdateError::Payload(format!("{} verity blocks do not leave room for a tree in {} bytes", m.root.verity_blocks, m.root.size)));
-    }
+    let data_len = m.root.verity_data_bytes().filter(|d| *d < m.root.size).ok_or_else(|| {
+        UpdateError::Payload(format!("{} verity blocks do not leave room for a tree in {} bytes", m.root.verity_blocks, m.root.size))
+    })?;
     let f = std::fs::File::open(root).map_err(io(format!("cannot open {}", root.display())))?;
     let params = cairn_verity::Params { salt, uuid: [0; 16] };
     cairn_verity::verify(std::io::BufReader::with_capacity(CHUNK, f), data_len, &params, &want)
@@ -647,7 +643,7 @@ fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause: &dyn Fn(&s
     let write_s = started.elapsed().as_secs_f64();
     let started = Instant::now();
     // SAFETY: advice on a descriptor we own; it only drops clean cached pages.
-    unsafe { libc::posix_fadvise(out.as_raw_fd(), 0, size as i64, libc::POSIX_FADV_DONTNEED) };
+    unsafe { libc::posix_fadvise(out.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     drop(out);
     pause("slot-written");
     let mut back = std::fs::File::open(dev).map_err(io(format!("cannot open {}", dev.display())))?;
@@ -658,6 +654,45 @@ fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause: &dyn Fn(&s
         return Err(UpdateError::Not(format!("{} reads back with sha256 {got}, not {sha256}: the disk is failing", dev.display())));
     }
     Ok((write_s, started.elapsed().as_secs_f64()))
+}
+
+/// Copies a staged kernel or initramfs to `dir/name` on the ESP. The bytes are
+/// hashed against the manifest as they are written (the staged file sat on
+/// STATE through the slot write and could have been swapped), and the ESP
+/// copy is read back past the page cache before it takes the name.
+fn write_boot_file(src: &Path, payload: &Payload, dir: &Path, name: &str) -> Result<(), UpdateError> {
+    let mut bytes = Vec::new();
+    let f = std::fs::File::open(src).map_err(io(format!("cannot open {}", src.display())))?;
+    f.take(payload.size.saturating_add(1)).read_to_end(&mut bytes).map_err(io(format!("cannot read {}", src.display())))?;
+    let got = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != payload.size || got != payload.sha256 {
+        return Err(UpdateError::Payload(format!(
+            "{}: {} bytes with sha256 {got} when copied to the ESP, the signed manifest says {} bytes with {} (changed on STATE after the download)",
+            src.display(),
+            bytes.len(),
+            payload.size,
+            payload.sha256
+        )));
+    }
+    let tmp = dir.join(format!("{name}.new"));
+    durable::write_flushed(&tmp, &bytes)?;
+    drop(bytes);
+    let mut back = std::fs::File::open(&tmp).map_err(io(format!("cannot open {}", tmp.display())))?;
+    // SAFETY: advice on a descriptor we own; it only drops clean cached pages,
+    // so the read below comes from the disk.
+    unsafe { libc::posix_fadvise(back.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let mut h = Sha256::new();
+    let len = hash_into(&mut back, payload.size.saturating_add(1), &mut h).map_err(io(format!("cannot read back {}", tmp.display())))?;
+    let back_sha = hex::encode(h.finalize());
+    if len != payload.size || back_sha != payload.sha256 {
+        return Err(UpdateError::Not(format!(
+            "{} reads back as {len} bytes with sha256 {back_sha}, not {} bytes with {}: the ESP is failing",
+            tmp.display(),
+            payload.size,
+            payload.sha256
+        )));
+    }
+    std::fs::rename(&tmp, dir.join(name)).map_err(io(format!("cannot rename {} to {name}", tmp.display())))
 }
 
 /// Every Cairn entry on the ESP with its text, sorted by name.
@@ -674,8 +709,15 @@ fn list(esp: &Esp) -> Result<Vec<(EntryName, String)>, UpdateError> {
     Ok(out)
 }
 
-fn max_generation(esp: &Esp) -> Result<u64, UpdateError> {
-    Ok(list(esp)?.iter().map(|(_, t)| entries::info(t).generation).max().unwrap_or(0))
+/// The generation for the next entry: one above every entry on the ESP.
+fn next_generation(esp: &Esp) -> Result<u64, UpdateError> {
+    let max = list(esp)?.iter().map(|(_, t)| entries::info(t).generation).max().unwrap_or(0);
+    max.checked_add(1).ok_or_else(|| UpdateError::Not(format!("an entry on the ESP has generation {max}; no higher one exists")))
+}
+
+/// Whole percent of `part` in `whole`, without overflow.
+fn percent(part: u64, whole: u64) -> u64 {
+    (u128::from(part) * 100 / u128::from(whole.max(1))) as u64
 }
 
 /// Removes every entry of `slot`, staged ones too.
@@ -687,4 +729,42 @@ fn remove_entries(esp: &Esp, slot: Slot) -> Result<(), UpdateError> {
     durable::remove(&dir.join(entries::staging_name(slot)))?;
     durable::sync_dir(&dir)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(bytes: &[u8]) -> Payload {
+        Payload { file: "vmlinuz".into(), size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(bytes)) }
+    }
+
+    #[test]
+    fn a_boot_file_swapped_after_the_download_never_reaches_the_esp() {
+        let dir = std::env::temp_dir().join(format!("cairn-bootfile-{}", std::process::id()));
+        let (staging, esp) = (dir.join("staging"), dir.join("esp"));
+        std::fs::create_dir_all(&staging).unwrap();
+        std::fs::create_dir_all(&esp).unwrap();
+        let src = staging.join("vmlinuz");
+        let signed = payload(b"the signed kernel");
+        std::fs::write(&src, b"the signed kernel").unwrap();
+        write_boot_file(&src, &signed, &esp, "vmlinuz").unwrap();
+        assert_eq!(std::fs::read(esp.join("vmlinuz")).unwrap(), b"the signed kernel");
+        // Same size, other bytes; then longer: neither is written.
+        for evil in [&b"the signed kernal"[..], b"the signed kernel and more"] {
+            std::fs::write(&src, evil).unwrap();
+            let e = write_boot_file(&src, &signed, &esp, "vmlinuz").unwrap_err().to_string();
+            assert!(e.contains("changed on STATE after the download"), "{e}");
+            assert_eq!(std::fs::read(esp.join("vmlinuz")).unwrap(), b"the signed kernel");
+            assert!(!esp.join("vmlinuz.new").exists());
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn percent_does_not_overflow() {
+        assert_eq!(percent(u64::MAX, u64::MAX), 100);
+        assert_eq!(percent(1, 0), 100);
+        assert_eq!(percent(1, 4), 25);
+    }
 }

@@ -41,7 +41,7 @@ pub fn wait_limit(cmdline: &str) -> Duration {
         .find_map(|w| w.strip_prefix("cairn.health_timeout="))
         .and_then(|v| v.parse().ok())
         .unwrap_or(HEALTH_TIMEOUT);
-    Duration::from_secs(secs + 60)
+    Duration::from_secs(secs.saturating_add(60))
 }
 
 #[cfg(test)]
@@ -53,5 +53,7 @@ mod tests {
         assert_eq!(wait_limit("quiet cairn.slot=a"), Duration::from_secs(240));
         assert_eq!(wait_limit("cairn.health_timeout=30 cairn.slot=b"), Duration::from_secs(90));
         assert_eq!(wait_limit("cairn.health_timeout=soon"), Duration::from_secs(240));
+        let huge = format!("cairn.health_timeout={}", u64::MAX);
+        assert_eq!(wait_limit(&huge), Duration::from_secs(u64::MAX), "saturates, never wraps to a short wait");
     }
 }
