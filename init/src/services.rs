@@ -48,20 +48,16 @@ pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Vec<Spec> {
         tracing::error!("{SVCLOAD} failed ({}); no services", out.status);
         return Vec::new();
     }
-    match wire::read(&String::from_utf8_lossy(&out.stdout)) {
-        Ok((units, logs)) => {
-            for (level, msg) in logs {
-                match level.as_str() {
-                    "error" => tracing::error!("{msg}"),
-                    "warn" => tracing::warn!("{msg}"),
-                    _ => tracing::info!("{msg}"),
-                }
-            }
-            units.into_iter().map(to_spec).collect()
-        }
-        Err(e) => {
-            tracing::error!("{SVCLOAD}'s answer is garbled: {e}; no services");
-            Vec::new()
+    let answer = wire::read(&String::from_utf8_lossy(&out.stdout));
+    for (level, msg) in &answer.logs {
+        match level.as_str() {
+            "error" => tracing::error!("{msg}"),
+            "warn" => tracing::warn!("{msg}"),
+            _ => tracing::info!("{msg}"),
         }
     }
+    for why in &answer.rejected {
+        tracing::error!("{SVCLOAD}'s answer: {why}; that service is not started");
+    }
+    answer.units.into_iter().map(to_spec).collect()
 }

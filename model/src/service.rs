@@ -30,29 +30,30 @@
 //! size = "16M"                             # tmpfs only ["64M"]
 //! [restart]
 //! policy = "always"                        # ["always"], "on-failure", "never"
-//! initial_delay_ms = 500                   # [500], >= 10
-//! max_delay_ms = 30000                     # [30000], >= initial_delay_ms
-//! reset_after_s = 10                       # [10]: a run this long resets the back-off
+//! initial_delay_ms = 500                   # [500], 10 to 3600000
+//! max_delay_ms = 30000                     # [30000], initial_delay_ms to 3600000
+//! reset_after_s = 10                       # [10], 0 to 86400: a run this long resets the back-off
 //! [depends_on]                             # [{}]; service name -> "started" | "healthy"
 //! ntp = "healthy"
 //! [health]                                 # optional; exactly one of exec, tcp, http
 //! exec = ["/usr/bin/chronyc", "tracking"]  # run inside the container
 //! tcp = "127.0.0.1:123"                    # connect to host:port
 //! http = "http://127.0.0.1:8080/healthz"   # GET must answer 2xx; http:// only
-//! interval_ms = 2000                       # [2000]
-//! timeout_ms = 1000                        # [1000]
-//! retries = 3                              # [3] consecutive failures before unhealthy
-//! start_period_ms = 0                      # [0] failures this soon after start do not count
+//! interval_ms = 2000                       # [2000], 100 to 3600000
+//! timeout_ms = 1000                        # [1000], 1 to 300000
+//! retries = 3                              # [3], 1 to 100: consecutive failures before unhealthy
+//! start_period_ms = 0                      # [0], 0 to 3600000: failures this soon after start do not count
 //! [limits]
 //! memory_max = "64M"                       # bytes, or a K, M, G suffix (powers of 1024)
 //! cpu = 0.5                                # CPUs, > 0
 //! pids_max = 64                            # >= 1
 //! [stop]
 //! signal = "SIGTERM"                       # ["SIGTERM"]
-//! timeout_s = 10                           # [10]
+//! timeout_s = 10                           # [10], 0 to 300: stop signal to SIGKILL
 //! ```
 
 use crate::locate;
+use crate::wire::bounds;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -697,7 +698,7 @@ impl Checker<'_> {
             health,
             limits,
             stop_signal,
-            stop_timeout: Duration::from_secs(stop.timeout_s.unwrap_or(10)),
+            stop_timeout: self.secs("stop.timeout_s", stop.timeout_s.unwrap_or(10), bounds::STOP_TIMEOUT)?,
         })
     }
 
@@ -847,14 +848,9 @@ impl Checker<'_> {
             reset_after_s: None,
         });
         let initial = raw.initial_delay_ms.unwrap_or(500);
-        // A tighter loop would let a crashing service eat a CPU.
-        if initial < 10 {
-            return Err(self.err(
-                "restart.initial_delay_ms",
-                format!("{initial} is below the minimum of 10"),
-            ));
-        }
+        let initial_delay = self.millis("restart.initial_delay_ms", initial, bounds::BACKOFF)?;
         let max = raw.max_delay_ms.unwrap_or(30_000.max(initial));
+        let max_delay = self.millis("restart.max_delay_ms", max, bounds::BACKOFF)?;
         if max < initial {
             return Err(self.err(
                 "restart.max_delay_ms",
@@ -863,9 +859,9 @@ impl Checker<'_> {
         }
         Ok(Restart {
             policy: raw.policy.unwrap_or(RestartPolicy::Always),
-            initial_delay: Duration::from_millis(initial),
-            max_delay: Duration::from_millis(max),
-            reset_after: Duration::from_secs(raw.reset_after_s.unwrap_or(10)),
+            initial_delay,
+            max_delay,
+            reset_after: self.secs("restart.reset_after_s", raw.reset_after_s.unwrap_or(10), bounds::STABLE_AFTER)?,
         })
     }
 
@@ -904,25 +900,38 @@ impl Checker<'_> {
             return Err(self.err("health", "give one of exec, tcp or http"));
         };
 
-        let interval = raw.interval_ms.unwrap_or(2000);
-        if interval == 0 {
-            return Err(self.err("health.interval_ms", "must be greater than 0"));
-        }
-        let timeout = raw.timeout_ms.unwrap_or(1000);
-        if timeout == 0 {
-            return Err(self.err("health.timeout_ms", "must be greater than 0"));
-        }
         let retries = raw.retries.unwrap_or(3);
-        if retries == 0 {
-            return Err(self.err("health.retries", "must be at least 1"));
+        if !bounds::HEALTH_RETRIES.contains(&retries) {
+            let (min, max) = (bounds::HEALTH_RETRIES.start(), bounds::HEALTH_RETRIES.end());
+            return Err(self.err("health.retries", format!("{retries} is outside the allowed range {min} to {max}")));
         }
         Ok(Health {
             check,
-            interval: Duration::from_millis(interval),
-            timeout: Duration::from_millis(timeout),
+            interval: self.millis("health.interval_ms", raw.interval_ms.unwrap_or(2000), bounds::HEALTH_INTERVAL)?,
+            timeout: self.millis("health.timeout_ms", raw.timeout_ms.unwrap_or(1000), bounds::HEALTH_TIMEOUT)?,
             retries,
-            start_period: Duration::from_millis(raw.start_period_ms.unwrap_or(0)),
+            start_period: self.millis("health.start_period_ms", raw.start_period_ms.unwrap_or(0), bounds::START_PERIOD)?,
         })
+    }
+
+    /// A key in seconds, within the range PID 1 accepts.
+    fn secs(&self, key: &str, value: u64, (min, max): (Duration, Duration)) -> Result<Duration, SpecError> {
+        self.within(key, value, min.as_secs(), max.as_secs()).map(Duration::from_secs)
+    }
+
+    /// A key in milliseconds, within the range PID 1 accepts.
+    fn millis(&self, key: &str, value: u64, (min, max): (Duration, Duration)) -> Result<Duration, SpecError> {
+        // The bounds are at most hours: their milliseconds fit a u64.
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.within(key, value, ms(min), ms(max)).map(Duration::from_millis)
+    }
+
+    fn within(&self, key: &str, value: u64, min: u64, max: u64) -> Result<u64, SpecError> {
+        if (min..=max).contains(&value) {
+            Ok(value)
+        } else {
+            Err(self.err(key, format!("{value} is outside the allowed range {min} to {max}")))
+        }
     }
 
     fn limits(&self, raw: Option<RawLimits>) -> Result<Limits, SpecError> {

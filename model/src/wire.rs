@@ -199,70 +199,160 @@ fn unit(name: &str) -> Unit {
     }
 }
 
-/// Reads the text back: the units, and the messages to log (level, text).
-pub fn read(text: &str) -> Result<(Vec<Unit>, Vec<(String, String)>), String> {
-    let mut specs = Vec::new();
-    let mut logs = Vec::new();
-    let mut cur: Option<Unit> = None;
+/// What `read` makes of the loader's answer.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Answer {
+    /// The units that read cleanly and lie within [`bounds`].
+    pub units: Vec<Unit>,
+    /// The messages to log (level, text).
+    pub logs: Vec<(String, String)>,
+    /// Why each dropped unit or stray line was dropped; the rest still count.
+    pub rejected: Vec<String>,
+}
+
+/// Checks a unit against [`bounds`]; the error names the field and the range.
+pub fn check(u: &Unit) -> Result<(), String> {
+    use bounds::*;
+    let dur = |what: &str, d: Duration, (min, max): (Duration, Duration)| {
+        if d < min || d > max {
+            Err(format!("{what} {} ms is outside {}..={} ms", d.as_millis(), min.as_millis(), max.as_millis()))
+        } else {
+            Ok(())
+        }
+    };
+    dur("stop timeout", u.stop_timeout, STOP_TIMEOUT)?;
+    dur("restart delay", u.backoff_base, BACKOFF)?;
+    dur("longest restart delay", u.backoff_cap, BACKOFF)?;
+    if u.backoff_cap < u.backoff_base {
+        return Err("longest restart delay is below the first".into());
+    }
+    dur("stable run", u.stable_after, STABLE_AFTER)?;
+    if let Some(h) = &u.health {
+        dur("health interval", h.interval, HEALTH_INTERVAL)?;
+        dur("health timeout", h.timeout, HEALTH_TIMEOUT)?;
+        dur("health start period", h.start_period, START_PERIOD)?;
+        if !HEALTH_RETRIES.contains(&h.retries) {
+            return Err(format!("health retries {} is outside {HEALTH_RETRIES:?}", h.retries));
+        }
+    }
+    if u.argv.is_empty() {
+        return Err("no command".into());
+    }
+    Ok(())
+}
+
+/// The ranges the spec model enforces on its keys and PID 1 on every unit,
+/// so no value can stall PID 1 (a stop it waits hours for) or spin it.
+pub mod bounds {
+    use std::ops::RangeInclusive;
+    use std::time::Duration;
+
+    /// `stop.timeout_s`: stop signal to SIGKILL.
+    pub const STOP_TIMEOUT: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(300));
+    /// `restart.initial_delay_ms` and `restart.max_delay_ms`; below 10 ms a
+    /// crash loop would eat a CPU.
+    pub const BACKOFF: (Duration, Duration) = (Duration::from_millis(10), Duration::from_secs(3600));
+    /// `restart.reset_after_s`.
+    pub const STABLE_AFTER: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(86_400));
+    /// `health.interval_ms`.
+    pub const HEALTH_INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(3600));
+    /// `health.timeout_ms`.
+    pub const HEALTH_TIMEOUT: (Duration, Duration) = (Duration::from_millis(1), Duration::from_secs(300));
+    /// `health.start_period_ms`.
+    pub const START_PERIOD: (Duration, Duration) = (Duration::ZERO, Duration::from_secs(3600));
+    /// `health.retries`.
+    pub const HEALTH_RETRIES: RangeInclusive<u32> = 1..=100;
+}
+
+/// Applies one line to the unit being read.
+fn field(s: &mut Unit, w: &[String]) -> Result<(), ()> {
+    let num = |v: &String| v.parse::<u64>().map_err(|_| ());
+    let dur = |v: &String| num(v).map(Duration::from_millis);
+    match (w[0].as_str(), w.len()) {
+        ("argv", _) => s.argv = w[1..].to_vec(),
+        ("env", 3) => s.env.push((w[1].clone(), w[2].clone())),
+        ("stop", 3) => {
+            s.stop_signal = w[1].parse().map_err(|_| ())?;
+            s.stop_timeout = dur(&w[2])?;
+        }
+        ("restart", 5) => {
+            s.restart = match w[1].as_str() {
+                "always" => RestartPolicy::Always,
+                "on-failure" => RestartPolicy::OnFailure,
+                "never" => RestartPolicy::Never,
+                _ => return Err(()),
+            };
+            s.backoff_base = dur(&w[2])?;
+            s.backoff_cap = dur(&w[3])?;
+            s.stable_after = dur(&w[4])?;
+        }
+        ("dep", 3) => {
+            let c = match w[2].as_str() {
+                "healthy" => Condition::Healthy,
+                "started" => Condition::Started,
+                _ => return Err(()),
+            };
+            s.depends.push((w[1].clone(), c));
+        }
+        ("container", 2) => s.container = Some(w[1].clone()),
+        ("health", n) if n >= 7 => {
+            let check = match (w[5].as_str(), &w[6..]) {
+                ("exec", argv) => Check::Exec(argv.to_vec()),
+                ("tcp", [host, port]) => Check::Tcp { host: host.clone(), port: port.parse().map_err(|_| ())? },
+                ("http", [host, port, path]) => {
+                    Check::Http { host: host.clone(), port: port.parse().map_err(|_| ())?, path: path.clone() }
+                }
+                _ => return Err(()),
+            };
+            s.health = Some(HealthSpec {
+                check,
+                interval: dur(&w[1])?,
+                timeout: dur(&w[2])?,
+                retries: w[3].parse().map_err(|_| ())?,
+                start_period: dur(&w[4])?,
+            });
+        }
+        _ => return Err(()),
+    }
+    Ok(())
+}
+
+/// Reads the loader's answer. A bad line or a value out of [`bounds`] drops
+/// the unit it is in, and only that unit.
+pub fn read(text: &str) -> Answer {
+    let mut answer = Answer::default();
+    // The unit being read, and the first problem found in it.
+    let mut cur: Option<(Unit, Option<String>)> = None;
     for (n, raw) in text.lines().enumerate() {
         let w: Vec<String> = raw.split('\t').map(unesc).collect();
         let bad = || format!("line {}: {raw:?}", n + 1);
-        let num = |s: &String| s.parse::<u64>().map_err(|_| bad());
-        let dur = |s: &String| num(s).map(Duration::from_millis);
         match (w[0].as_str(), cur.as_mut()) {
-            ("log", _) if w.len() == 3 => logs.push((w[1].clone(), w[2].clone())),
-            ("svc", None) if w.len() == 2 => {
-                cur = Some(unit(&w[1]));
+            ("log", None) if w.len() == 3 => answer.logs.push((w[1].clone(), w[2].clone())),
+            ("svc", None) if w.len() == 2 => cur = Some((unit(&w[1]), None)),
+            ("svc", Some((u, _))) => {
+                answer.rejected.push(format!("service {}: cut short at {}", u.name, bad()));
+                cur = (w.len() == 2).then(|| (unit(&w[1]), None));
             }
-            ("argv", Some(s)) => s.argv = w[1..].to_vec(),
-            ("env", Some(s)) if w.len() == 3 => s.env.push((w[1].clone(), w[2].clone())),
-            ("stop", Some(s)) if w.len() == 3 => {
-                s.stop_signal = w[1].parse().map_err(|_| bad())?;
-                s.stop_timeout = dur(&w[2])?;
+            ("end", Some(_)) => {
+                if let Some((u, problem)) = cur.take() {
+                    match problem.map_or_else(|| check(&u), Err) {
+                        Ok(()) => answer.units.push(u),
+                        Err(why) => answer.rejected.push(format!("service {}: {why}", u.name)),
+                    }
+                }
             }
-            ("restart", Some(s)) if w.len() == 5 => {
-                s.restart = match w[1].as_str() {
-                    "always" => RestartPolicy::Always,
-                    "on-failure" => RestartPolicy::OnFailure,
-                    "never" => RestartPolicy::Never,
-                    _ => return Err(bad()),
-                };
-                s.backoff_base = dur(&w[2])?;
-                s.backoff_cap = dur(&w[3])?;
-                s.stable_after = dur(&w[4])?;
+            (_, Some((u, problem))) => {
+                if problem.is_none() && field(u, &w).is_err() {
+                    *problem = Some(bad());
+                }
             }
-            ("dep", Some(s)) if w.len() == 3 => {
-                let c = if w[2] == "healthy" { Condition::Healthy } else { Condition::Started };
-                s.depends.push((w[1].clone(), c));
-            }
-            ("container", Some(s)) if w.len() == 2 => s.container = Some(w[1].clone()),
-            ("health", Some(s)) if w.len() >= 7 => {
-                let check = match (w[5].as_str(), &w[6..]) {
-                    ("exec", argv) => Check::Exec(argv.to_vec()),
-                    ("tcp", [host, port]) => Check::Tcp { host: host.clone(), port: port.parse().map_err(|_| bad())? },
-                    ("http", [host, port, path]) => Check::Http {
-                        host: host.clone(),
-                        port: port.parse().map_err(|_| bad())?,
-                        path: path.clone(),
-                    },
-                    _ => return Err(bad()),
-                };
-                s.health = Some(HealthSpec {
-                    check,
-                    interval: dur(&w[1])?,
-                    timeout: dur(&w[2])?,
-                    retries: num(&w[3])? as u32,
-                    start_period: dur(&w[4])?,
-                });
-            }
-            ("end", Some(_)) => specs.extend(cur.take()),
-            _ => return Err(bad()),
+            (_, None) => answer.rejected.push(bad()),
         }
     }
-    if cur.is_some() {
-        return Err("the last service is cut short".into());
+    if let Some((u, _)) = cur {
+        answer.rejected.push(format!("service {}: cut short at the end", u.name));
     }
-    Ok((specs, logs))
+    answer
 }
 
 #[cfg(test)]
@@ -294,14 +384,62 @@ mod tests {
         let mut text = String::new();
         log(&mut text, "error", "x.toml: bad\tkey");
         write(&mut text, &spec);
-        let (specs, logs) = read(&text).unwrap();
-        assert_eq!(logs, [("error".to_string(), "x.toml: bad\tkey".to_string())]);
-        assert_eq!(specs, [spec]);
+        let answer = read(&text);
+        assert_eq!(answer.logs, [("error".to_string(), "x.toml: bad\tkey".to_string())]);
+        assert_eq!(answer.units, [spec]);
+        assert!(answer.rejected.is_empty());
+    }
+
+    fn good(name: &str) -> Unit {
+        Unit { argv: vec!["/bin/true".into()], ..unit(name) }
     }
 
     #[test]
     fn garbage_is_an_error_naming_the_line() {
-        assert!(read("svc\tx\nargv\ta\n").unwrap_err().contains("cut short"));
-        assert!(read("bogus\n").unwrap_err().starts_with("line 1"));
+        let answer = read("svc\tx\nargv\ta\n");
+        assert!(answer.units.is_empty());
+        assert_eq!(answer.rejected, ["service x: cut short at the end"]);
+        assert_eq!(read("bogus\n").rejected, ["line 1: \"bogus\""]);
+    }
+
+    #[test]
+    fn one_bad_unit_is_dropped_alone() {
+        let mut text = String::new();
+        write(&mut text, &good("a"));
+        // What an unbounded `timeout_s` used to print: more than a u64 of ms.
+        write(&mut text, &Unit { stop_timeout: Duration::from_secs(u64::MAX), ..good("huge") });
+        write(&mut text, &Unit { stop_timeout: Duration::from_secs(301), ..good("long") });
+        text.push_str("svc\tgarbled\nstop\tx\t1\nend\n");
+        text.push_str("svc\tshort\n");
+        write(&mut text, &good("b"));
+        log(&mut text, "info", "after");
+        let answer = read(&text);
+        let names: Vec<_> = answer.units.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(answer.logs, [("info".to_string(), "after".to_string())]);
+        assert_eq!(answer.rejected.len(), 4, "{:?}", answer.rejected);
+        assert!(answer.rejected[0].starts_with("service huge: line 8: \"stop"), "{:?}", answer.rejected);
+        assert_eq!(answer.rejected[1], "service long: stop timeout 301000 ms is outside 0..=300000 ms");
+        assert!(answer.rejected[2].starts_with("service garbled: line"), "{:?}", answer.rejected);
+        assert!(answer.rejected[3].starts_with("service short: cut short at line"), "{:?}", answer.rejected);
+    }
+
+    #[test]
+    fn bounds_name_the_field() {
+        let h = |interval_ms, retries| HealthSpec {
+            check: Check::Tcp { host: "127.0.0.1".into(), port: 1 },
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_secs(1),
+            retries,
+            start_period: Duration::ZERO,
+        };
+        assert_eq!(check(&good("a")), Ok(()));
+        let e = check(&Unit { health: Some(h(10, 3)), ..good("a") }).unwrap_err();
+        assert_eq!(e, "health interval 10 ms is outside 100..=3600000 ms");
+        let e = check(&Unit { health: Some(h(1000, 0)), ..good("a") }).unwrap_err();
+        assert_eq!(e, "health retries 0 is outside 1..=100");
+        let e = check(&Unit { backoff_base: Duration::ZERO, ..good("a") }).unwrap_err();
+        assert_eq!(e, "restart delay 0 ms is outside 10..=3600000 ms");
+        assert_eq!(check(&unit("a")).unwrap_err(), "no command");
     }
 }

@@ -126,6 +126,19 @@ fn write_bundle(spec: &ServiceSpec) -> Result<String, String> {
     Ok(dir)
 }
 
+/// A unit as PID 1 will read it, checked the way PID 1 checks it: what PID 1
+/// would drop is reported here, with the spec's name, and not handed over.
+fn handoff(unit: &Unit) -> Result<String, String> {
+    let mut text = String::new();
+    wire::write(&mut text, unit);
+    let answer = wire::read(&text);
+    if answer.units.as_slice() == std::slice::from_ref(unit) {
+        return Ok(text);
+    }
+    let why = answer.rejected.join("; ");
+    Err(format!("its unit does not survive the handoff to cairn-init: {why}"))
+}
+
 /// Runs in the `--load-services` child: reads the specs, writes the bundles,
 /// and describes the enabled services in dependency order (with what to log)
 /// in the specwire text.
@@ -148,9 +161,9 @@ fn load_to_text(enable: &[String], disable: &[String], runtime: &str) -> String 
     let mut names = Vec::new();
     for i in order {
         let spec = &enabled[i];
-        match write_bundle(spec) {
-            Ok(bundle) => {
-                wire::write(&mut notes, &to_unit(spec, &bundle, runtime));
+        match write_bundle(spec).and_then(|bundle| handoff(&to_unit(spec, &bundle, runtime))) {
+            Ok(text) => {
+                notes.push_str(&text);
                 names.push(spec.name.as_str());
             }
             Err(e) => wire::log(&mut notes, "error", &format!("service {} not started: {e}", spec.name)),
@@ -168,4 +181,21 @@ fn main() {
     };
     let runtime = args.get(3).map_or("crun", String::as_str);
     print!("{}", load_to_text(&list(1), &list(2), runtime));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_unit_pid1_would_drop_is_not_handed_over() {
+        let spec = model::parse("rootfs = \"/r\"\ncommand = [\"/bin/true\"]\n", "/x/web.toml").unwrap();
+        let unit = to_unit(&spec, "/run/cairn/services/web", "crun");
+        let text = handoff(&unit).unwrap();
+        assert_eq!(wire::read(&text).units, [unit.clone()]);
+        let long = Unit { stop_timeout: Duration::from_secs(301), ..unit };
+        let e = handoff(&long).unwrap_err();
+        assert!(e.contains("service web: stop timeout 301000 ms is outside 0..=300000 ms"), "{e}");
+    }
 }

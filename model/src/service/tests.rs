@@ -508,13 +508,36 @@ fn health_targets() {
     let e = parse_err(&with("[health]\ntcp = \"::1:53\""));
     assert_error(&e, "health.tcp", "brackets");
     let e = parse_err(&with("[health]\ntcp = \"h:1\"\nretries = 0"));
-    assert_error(&e, "health.retries", "at least 1");
+    assert_error(&e, "health.retries", "0 is outside the allowed range 1 to 100");
+}
+
+/// Every duration and count is bounded, so no spec can stall PID 1 (a stop
+/// it would wait days for) or make the handoff to it unreadable.
+#[test]
+fn durations_and_counts_are_bounded() {
+    let cases = [
+        ("[stop]\ntimeout_s = 99999999999999999", "stop.timeout_s", "99999999999999999 is outside the allowed range 0 to 300"),
+        ("[stop]\ntimeout_s = 301", "stop.timeout_s", "0 to 300"),
+        ("[restart]\nreset_after_s = 86401", "restart.reset_after_s", "0 to 86400"),
+        ("[restart]\nmax_delay_ms = 3600001", "restart.max_delay_ms", "10 to 3600000"),
+        ("[restart]\ninitial_delay_ms = 9223372036854775807", "restart.initial_delay_ms", "10 to 3600000"),
+        ("[health]\ntcp = \"h:1\"\ninterval_ms = 0", "health.interval_ms", "100 to 3600000"),
+        ("[health]\ntcp = \"h:1\"\ntimeout_ms = 0", "health.timeout_ms", "1 to 300000"),
+        ("[health]\ntcp = \"h:1\"\ntimeout_ms = 300001", "health.timeout_ms", "1 to 300000"),
+        ("[health]\ntcp = \"h:1\"\nstart_period_ms = 3600001", "health.start_period_ms", "0 to 3600000"),
+        ("[health]\ntcp = \"h:1\"\nretries = 101", "health.retries", "1 to 100"),
+    ];
+    for (extra, key, fragment) in cases {
+        assert_error(&parse_err(&with(extra)), key, fragment);
+    }
+    let spec = parse(&with("[stop]\ntimeout_s = 300"), FILE).unwrap();
+    assert_eq!(spec.stop_timeout, Duration::from_secs(300), "the bound itself is allowed");
 }
 
 #[test]
 fn restart_rules() {
     let e = parse_err(&with("[restart]\ninitial_delay_ms = 5"));
-    assert_error(&e, "restart.initial_delay_ms", "minimum of 10");
+    assert_error(&e, "restart.initial_delay_ms", "5 is outside the allowed range 10 to 3600000");
     let e = parse_err(&with(
         "[restart]\ninitial_delay_ms = 1000\nmax_delay_ms = 999",
     ));
