@@ -333,7 +333,11 @@ impl Machine {
             .args(["-device", "virtio-rng-pci"])
             .arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
         if cfg.interactive {
-            cmd.args(["-chardev", "stdio,id=con,signal=off,mux=off", "-serial", "chardev:con"]);
+            // A multiplexed stdio: Ctrl-A X quits QEMU, Ctrl-A C switches to
+            // QEMU's monitor (`system_powerdown` there powers off cleanly).
+            // Ctrl-C goes to the guest, where a debug shell wants it.
+            cmd.args(["-chardev", "stdio,id=con,signal=off,mux=on", "-serial", "chardev:con"])
+                .args(["-mon", "chardev=con,mode=readline"]);
         } else {
             cmd.args(["-serial", "stdio"]);
         }

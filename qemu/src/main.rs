@@ -49,7 +49,7 @@ fn run() -> Result<()> {
             }
             cfg.interactive = true;
             eprintln!("cairn-qemu: booting {initrd} with: {}", cfg.cmdline);
-            eprintln!("cairn-qemu: Ctrl-Alt-Del is SIGINT here; quit QEMU with Ctrl-A X, or power off from QMP");
+            eprintln!("cairn-qemu: quit QEMU at once with Ctrl-A X; power off cleanly with Ctrl-A C, then `system_powerdown`");
             let mut m = Machine::start(&cfg)?;
             let st = m.wait_exit(std::time::Duration::from_secs(u64::MAX / 4))?;
             eprintln!("cairn-qemu: QEMU exited ({st})");
