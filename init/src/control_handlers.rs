@@ -56,7 +56,7 @@ impl Init {
         };
         let _ = std::io::Write::write_all(&mut &stream, b"ok\n");
         let (bin, state) = supervisor::runtime();
-        let spawned = std::process::Command::new(bin)
+        let spawned = crate::sys::command(bin)
             .args(["--root", state, "exec", &id])
             .args(argv)
             .stdin(std::process::Stdio::null())

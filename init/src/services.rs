@@ -29,7 +29,7 @@ pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Vec<Spec> {
     if !std::path::Path::new(SVCLOAD).exists() {
         return Vec::new();
     }
-    let out = std::process::Command::new(SVCLOAD)
+    let out = crate::sys::command(SVCLOAD)
         .arg(enable.join(","))
         .arg(disable.join(","))
         .arg(runtime)

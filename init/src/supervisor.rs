@@ -557,7 +557,7 @@ fn set_nonblocking(fd: &OwnedFd) {
 /// run on the main thread, and this waits for its own pid only.
 fn crun(args: &[&str]) -> io::Result<std::process::ExitStatus> {
     let (bin, state) = runtime();
-    std::process::Command::new(bin)
+    crate::sys::command(bin)
         .arg("--root")
         .arg(state)
         .args(args)
@@ -578,7 +578,7 @@ impl Spawn for RealSpawner {
             .argv
             .split_first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
-        let mut cmd = std::process::Command::new(prog);
+        let mut cmd = crate::sys::command(prog);
         cmd.args(args).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v))).current_dir("/");
         cmd.stdin(std::process::Stdio::null());
         if spec.capture {
@@ -594,9 +594,9 @@ impl Spawn for RealSpawner {
                 cmd.pre_exec(move || crate::sys::become_tty_session(&tty));
             }
         }
-        // std resets the signal mask in the child, so the signals PID 1 blocks
-        // for its signalfd reach children normally. The Child handle is dropped
-        // without waiting: the reaper owns all waiting.
+        // sys::command gives the child a clean signal mask and default
+        // dispositions. The Child handle is dropped without waiting: the
+        // reaper owns all waiting.
         let mut child = cmd.spawn()?;
         let mut out = Vec::new();
         if let Some(o) = child.stdout.take() {
@@ -613,7 +613,7 @@ impl Spawn for RealSpawner {
 
     fn exec_check(&mut self, container: &str, argv: &[String]) -> io::Result<i32> {
         let (bin, state) = runtime();
-        let child = std::process::Command::new(bin)
+        let child = crate::sys::command(bin)
             .args(["--root", state, "exec", container])
             .args(argv)
             .stdin(std::process::Stdio::null())

@@ -223,6 +223,51 @@ pub fn is_mountpoint(path: &Path) -> bool {
     }
 }
 
+/// A `Command` for anything PID 1 starts: the child begins with an empty
+/// signal mask and every signal at its default action.
+///
+/// std does neither (it resets SIGPIPE only), so without this every child
+/// inherited the signals PID 1 blocks for its signalfd (SIGTERM, SIGINT,
+/// SIGHUP, ...): services could not be stopped with their stop signal and
+/// Ctrl-C did nothing in the debug shell. Every spawn in cairn-init goes
+/// through here; a unit test keeps it so.
+pub fn command(program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(program);
+    // SAFETY: the closure runs between fork and exec and makes only
+    // async-signal-safe calls (sigemptyset, sigprocmask, sigaction) on its own
+    // stack data.
+    unsafe {
+        cmd.pre_exec(reset_signals);
+    }
+    cmd
+}
+
+/// Empties the signal mask and sets every catchable signal to its default
+/// action. Meant for `pre_exec`: only async-signal-safe calls, no allocation.
+fn reset_signals() -> io::Result<()> {
+    // SAFETY: sigset_t and sigaction are plain data; sigemptyset fills them.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t on this stack frame.
+    unsafe { libc::sigemptyset(&mut set) };
+    // SAFETY: `set` is initialised; the old mask is not wanted.
+    check(unsafe { libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut()) })?;
+    // SAFETY: as above, zeroed is a valid starting value for sigaction.
+    let mut dfl: libc::sigaction = unsafe { std::mem::zeroed() };
+    dfl.sa_sigaction = libc::SIG_DFL;
+    // SAFETY: `dfl.sa_mask` is a valid sigset_t inside `dfl`.
+    unsafe { libc::sigemptyset(&mut dfl.sa_mask) };
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `dfl` is a valid sigaction; the C library refuses the
+        // signals it reserves for itself (EINVAL), which is fine to ignore.
+        unsafe { libc::sigaction(sig, &dfl, std::ptr::null_mut()) };
+    }
+    Ok(())
+}
+
 /// Makes the calling process a session leader with `tty` as its controlling
 /// terminal on fds 0, 1 and 2. Meant for `pre_exec`: only async-signal-safe calls.
 pub fn become_tty_session(tty: &CStr) -> io::Result<()> {
@@ -242,4 +287,54 @@ pub fn become_tty_session(tty: &CStr) -> io::Result<()> {
         unsafe { libc::close(fd) };
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_mask(status: &str, key: &str) -> u64 {
+        let line = status.lines().find_map(|l| l.strip_prefix(key)).unwrap_or_else(|| panic!("no {key} in {status}"));
+        u64::from_str_radix(line.trim(), 16).unwrap()
+    }
+
+    #[test]
+    fn children_start_with_no_blocked_or_ignored_signals() {
+        // Blocked in this test's thread only, as PID 1 blocks them for its
+        // signalfd; ignored process-wide (SIGUSR2 is used by no other test).
+        let set = sigset(&[libc::SIGTERM, libc::SIGHUP, libc::SIGINT]);
+        // SAFETY: `set` is initialised; this thread's old mask is not wanted.
+        assert_eq!(unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) }, 0);
+        // SAFETY: setting a disposition to SIG_IGN runs no code of ours.
+        unsafe { libc::signal(libc::SIGUSR2, libc::SIG_IGN) };
+        let out = command("cat").arg("/proc/self/status").output().unwrap();
+        let status = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(status_mask(&status, "SigBlk:"), 0, "{status}");
+        assert_eq!(status_mask(&status, "SigIgn:") & (1 << (libc::SIGUSR2 - 1)), 0, "{status}");
+    }
+
+    /// Every process cairn-init starts goes through `command`. Exempt: the
+    /// exec of stage 2, which is PID 1 itself and keeps its mask on purpose
+    /// so no signal sent meanwhile is lost.
+    #[test]
+    fn every_spawn_goes_through_command() {
+        fn walk(dir: &Path, found: &mut Vec<String>) {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    walk(&path, found);
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).unwrap();
+                let code = text.split("#[cfg(test)]").next().unwrap_or("");
+                let exempt = path.ends_with("sys.rs") || path.ends_with("disk/mod.rs");
+                if !exempt && code.contains("Command::new(") {
+                    found.push(path.display().to_string());
+                }
+            }
+        }
+        let mut found = Vec::new();
+        walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut found);
+        assert!(found.is_empty(), "use sys::command, not Command::new, in {found:?}");
+    }
 }
