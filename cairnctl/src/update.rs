@@ -13,7 +13,8 @@ fn updater() -> Result<Updater> {
 /// drop entries, and the modules to read the ESP load with it.
 fn after_verdict() -> Result<()> {
     use cairn_updater::verdict;
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    // Lossy: a byte that is not UTF-8 spoils only the word it sits in.
+    let cmdline = String::from_utf8_lossy(&std::fs::read("/proc/cmdline").unwrap_or_default()).into_owned();
     if !verdict::expected(&cmdline) || verdict::is_done() {
         return Ok(());
     }

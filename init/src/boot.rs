@@ -34,7 +34,11 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     // Lift the kernel's rate limit on /dev/kmsg writes: PID 1's log is not spam.
     let _ = std::fs::write("/proc/sys/kernel/printk_devkmsg", "on\n");
 
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    // Bytes: a byte that is not UTF-8 costs only the word it sits in.
+    let cmdline = std::fs::read("/proc/cmdline").unwrap_or_else(|e| {
+        warn!("cannot read /proc/cmdline: {e}; using the defaults");
+        Vec::new()
+    });
     let (settings, warnings) = cmdline::parse(&cmdline);
     logger.set_level(settings.log_level);
     let release = sys::kernel_release().unwrap_or_else(|_| "unknown".into());

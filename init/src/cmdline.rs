@@ -118,26 +118,30 @@ pub enum Warning {
     /// Unknown key; ignored.
     #[error("kernel command line: unknown key {key} ignored")]
     UnknownKey { key: String },
+    /// A word that is not UTF-8; only this word is ignored.
+    #[error("kernel command line: {word} is not UTF-8; ignored")]
+    NotUtf8 { word: String },
     /// A value the key does not accept.
     #[error("kernel command line: {key}={value}: {problem}; using {fallback}")]
     BadValue { key: String, value: String, problem: String, fallback: String },
 }
 
 /// Splits a command line into words; double quotes group spaces, as the kernel
-/// reads them.
-pub fn split(cmdline: &str) -> Vec<String> {
+/// reads them. Bytes, not text: one word that is not UTF-8 must not cost the
+/// others.
+pub fn split(cmdline: &[u8]) -> Vec<Vec<u8>> {
     let mut words = Vec::new();
-    let mut cur = String::new();
+    let mut cur = Vec::new();
     let mut quoted = false;
-    for c in cmdline.trim().chars() {
-        match c {
-            '"' => quoted = !quoted,
-            c if c.is_whitespace() && !quoted => {
+    for &b in cmdline.trim_ascii() {
+        match b {
+            b'"' => quoted = !quoted,
+            b if b.is_ascii_whitespace() && !quoted => {
                 if !cur.is_empty() {
                     words.push(std::mem::take(&mut cur));
                 }
             }
-            c => cur.push(c),
+            b => cur.push(b),
         }
     }
     if !cur.is_empty() {
@@ -203,13 +207,23 @@ fn parse_level(value: &str) -> Result<tracing::Level, String> {
         .map_err(|_| "expected error, warn, info, debug or trace".to_string())
 }
 
-/// Reads the settings from a command line. Never fails: problems come back as
-/// warnings for the caller to log once logging is up.
-pub fn parse(cmdline: &str) -> (Settings, Vec<Warning>) {
+/// Reads the settings from a command line (`/proc/cmdline` as read, bytes).
+/// Never fails: problems come back as warnings for the caller to log once
+/// logging is up.
+pub fn parse(cmdline: impl AsRef<[u8]>) -> (Settings, Vec<Warning>) {
     let mut s = Settings::default();
     let mut warnings = Vec::new();
     let (mut blocks, mut salt, mut root) = (None, None, None);
-    for word in split(cmdline) {
+    for word in split(cmdline.as_ref()) {
+        let word = match String::from_utf8(word) {
+            Ok(w) => w,
+            Err(e) => {
+                // The lossy form names the word; its bytes past 200 add nothing.
+                let lossy: String = String::from_utf8_lossy(e.as_bytes()).chars().take(200).collect();
+                warnings.push(Warning::NotUtf8 { word: format!("{lossy:?}") });
+                continue;
+            }
+        };
         let Some(rest) = word.strip_prefix("cairn.") else { continue };
         let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
         let full = format!("cairn.{key}");
@@ -369,7 +383,26 @@ mod tests {
 
     #[test]
     fn quotes_group_words() {
-        assert_eq!(split(" a \"b c\"=d  e\n"), ["a", "b c=d", "e"]);
-        assert_eq!(split("k=\"x y\""), ["k=x y"]);
+        let text = |line: &str| -> Vec<String> { split(line.as_bytes()).into_iter().map(|w| String::from_utf8(w).unwrap()).collect() };
+        assert_eq!(text(" a \"b c\"=d  e\n"), ["a", "b c=d", "e"]);
+        assert_eq!(text("k=\"x y\""), ["k=x y"]);
+    }
+
+    #[test]
+    fn a_word_that_is_not_utf8_costs_only_itself() {
+        let root = "ab".repeat(32);
+        let mut bytes = b"console=ttyS0 vendor.tag=caf\xe9 cairn.slot=a cairn.hostname=n\xff1 ".to_vec();
+        bytes.extend_from_slice(format!("cairn.verity_blocks=42 cairn.verity_salt=00 cairn.verity_root={root}").as_bytes());
+        let (s, w) = parse(&bytes);
+        assert_eq!(s.slot, Some('a'));
+        assert_eq!(s.verity.map(|v| v.data_blocks), Some(42));
+        assert_eq!(s.hostname, None);
+        assert_eq!(
+            w.iter().map(|w| w.to_string()).collect::<Vec<_>>(),
+            [
+                "kernel command line: \"vendor.tag=caf\u{fffd}\" is not UTF-8; ignored",
+                "kernel command line: \"cairn.hostname=n\u{fffd}1\" is not UTF-8; ignored",
+            ]
+        );
     }
 }

@@ -78,7 +78,8 @@ const DOWNLOAD_TRIES: u32 = 5;
 impl Updater {
     /// The running machine: slot from /proc/cmdline, version from /etc/os-release.
     pub fn from_system(say: Box<dyn FnMut(&str)>) -> Result<Updater, UpdateError> {
-        let cmdline = std::fs::read_to_string("/proc/cmdline").map_err(io("cannot read /proc/cmdline"))?;
+        // Lossy: a byte that is not UTF-8 spoils only the word it sits in.
+        let cmdline = String::from_utf8_lossy(&std::fs::read("/proc/cmdline").map_err(io("cannot read /proc/cmdline"))?).into_owned();
         let slot = system::running_slot(&cmdline)
             .ok_or_else(|| UpdateError::Not("this boot has no cairn.slot= (direct kernel boot?); updates need a slot disk".into()))?;
         let osr = std::fs::read_to_string("/etc/os-release").map_err(io("cannot read /etc/os-release"))?;
