@@ -1,11 +1,16 @@
-//! A DHCPv4 client (RFC 2131): the packet codec, and the exchanges over a UDP
-//! socket bound to one link. The broadcast flag is set so servers answer to
-//! 255.255.255.255, which reaches a socket on a link that has no address yet.
+//! A DHCPv4 client (RFC 2131): the packet codec and the rules a lease must
+//! meet here; the exchanges over a UDP socket are in [`client`].
+//!
+//! Everything in a reply comes from whoever answers on the link, so nothing
+//! from it is trusted: option lengths are checked, names that end up in
+//! line-based files (`resolv.conf`) must be plain DNS names, and lease times
+//! are brought into an order the renewal loop can live with.
 
-use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
-use std::time::{Duration, Instant};
+mod client;
+
+pub use client::Client;
+
+use std::net::Ipv4Addr;
 
 const MAGIC: [u8; 4] = [99, 130, 83, 99];
 const OPT_PAD: u8 = 0;
@@ -126,29 +131,109 @@ pub struct Reply {
     pub lease: Lease,
 }
 
-fn ip(b: &[u8]) -> Option<Ipv4Addr> {
-    Some(Ipv4Addr::new(*b.first()?, *b.get(1)?, *b.get(2)?, *b.get(3)?))
+/// Why a packet is not a reply we can use.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("DHCP packet of {0} bytes is shorter than the 240 of a header with its magic cookie")]
+    Short(usize),
+    #[error("DHCP packet is not a server reply (op {0}, magic {1:02x?})")]
+    NotReply(u8, [u8; 4]),
+    #[error("DHCP option {code} is cut short: {len} bytes announced, {left} left")]
+    Truncated { code: u8, len: usize, left: usize },
+    #[error("DHCP option {code} has {len} bytes, {want}")]
+    BadLength { code: u8, len: usize, want: &'static str },
+    #[error("DHCP reply has no message type (option 53) or an unknown one")]
+    NoType,
+    #[error("DHCP subnet mask {0} is not a network mask (a run of leading ones, at least one)")]
+    BadMask(Ipv4Addr),
+    #[error("DHCP {kind:?} offers {addr}, which is not a unicast host address")]
+    BadAddr { kind: MsgType, addr: Ipv4Addr },
 }
 
-fn be32(b: &[u8]) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(..4)?.try_into().ok()?))
+/// The shortest lease we hold; a shorter one (0 included) is taken as this
+/// long, so a server cannot make us add and drop the address in a busy loop.
+pub const MIN_LEASE_SECS: u32 = 60;
+/// The lease assumed when a server gives none (option 51 absent).
+pub const DEFAULT_LEASE_SECS: u32 = 3600;
+/// The earliest renewal after a lease is taken.
+pub const MIN_RENEW_SECS: u32 = MIN_LEASE_SECS / 2;
+
+/// Lease, T1 and T2 in the order RFC 2131 wants (`T1 <= T2 <= lease`), with
+/// its defaults (T1 half the lease, T2 seven eighths) for a timer that is
+/// absent (`0`) or out of order, and never below the minimums above.
+pub fn lease_times(lease: u32, t1: u32, t2: u32) -> (u32, u32, u32) {
+    let lease = lease.max(MIN_LEASE_SECS);
+    let t2 = if t2 == 0 || t2 > lease { lease / 8 * 7 } else { t2 }.max(MIN_RENEW_SECS);
+    let t1 = if t1 == 0 || t1 > t2 { (lease / 2).min(t2) } else { t1 }.max(MIN_RENEW_SECS);
+    (lease, t1, t2)
 }
 
-/// Decodes a server message; `None` for anything that is not a valid reply.
-pub fn decode(p: &[u8]) -> Option<Reply> {
-    if p.len() < 240 || p[0] != 2 || p[236..240] != MAGIC {
+/// The value of option 12 or 15 as a DNS name, or `None` when it is not one:
+/// dot-separated labels of letters, digits and inner hyphens, 253 bytes at
+/// most. Anything else (a space, a newline, a `#`) could add words or lines
+/// to the file it is written into. Trailing NULs, which some servers send,
+/// are dropped first.
+pub fn dns_name(val: &[u8]) -> Option<String> {
+    let end = val.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    let name = val.get(..end)?;
+    let name = name.strip_suffix(b".").unwrap_or(name);
+    let label_ok = |l: &[u8]| {
+        (1..=63).contains(&l.len())
+            && l.first() != Some(&b'-')
+            && l.last() != Some(&b'-')
+            && l.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split(|&b| b == b'.').all(label_ok) {
         return None;
     }
-    let xid = be32(&p[4..8])?;
+    String::from_utf8(name.to_vec()).ok()
+}
+
+fn ip(b: &[u8]) -> Ipv4Addr {
+    let mut o = [0u8; 4];
+    for (d, s) in o.iter_mut().zip(b) {
+        *d = *s;
+    }
+    Ipv4Addr::from(o)
+}
+
+fn exactly4(code: u8, val: &[u8]) -> Result<[u8; 4], DecodeError> {
+    val.try_into().map_err(|_| DecodeError::BadLength { code, len: val.len(), want: "want exactly 4" })
+}
+
+/// A list of addresses: one or more, four bytes each.
+fn addrs(code: u8, val: &[u8]) -> Result<Vec<Ipv4Addr>, DecodeError> {
+    if val.is_empty() || val.len() % 4 != 0 {
+        return Err(DecodeError::BadLength { code, len: val.len(), want: "want a non-zero multiple of 4" });
+    }
+    Ok(val.chunks_exact(4).map(ip).collect())
+}
+
+/// Whether a server may hand out `a` as a host's address or name it as a
+/// router or name server.
+fn unicast(a: Ipv4Addr) -> bool {
+    !(a.is_unspecified() || a.is_broadcast() || a.is_multicast() || a.is_loopback())
+}
+
+/// Decodes a server message, checking every option it uses.
+pub fn decode(p: &[u8]) -> Result<Reply, DecodeError> {
+    let (Some(head), Some(magic)) = (p.get(..236), p.get(236..240)) else {
+        return Err(DecodeError::Short(p.len()));
+    };
+    let magic: [u8; 4] = exactly4(0, magic)?;
+    if head[0] != 2 || magic != MAGIC {
+        return Err(DecodeError::NotReply(head[0], magic));
+    }
+    let xid = u32::from_be_bytes(exactly4(0, &head[4..8])?);
     let mut mac = [0u8; 6];
-    mac.copy_from_slice(&p[28..34]);
+    mac.copy_from_slice(&head[28..34]);
     let mut lease = Lease {
-        addr: ip(&p[16..20])?,
+        addr: ip(&head[16..20]),
         prefix: 24,
         router: None,
         dns: Vec::new(),
-        server: ip(&p[20..24])?,
-        lease_secs: 3600,
+        server: ip(&head[20..24]),
+        lease_secs: DEFAULT_LEASE_SECS,
         t1_secs: 0,
         t2_secs: 0,
         hostname: None,
@@ -165,224 +250,43 @@ pub fn decode(p: &[u8]) -> Option<Reply> {
             OPT_END => break,
             _ => {}
         }
-        let (&len, rest) = rest.split_first()?;
-        let val = rest.get(..len as usize)?;
-        opts = &rest[len as usize..];
+        let (&len, rest) = rest.split_first().ok_or(DecodeError::Truncated { code, len: 1, left: 0 })?;
+        let len = usize::from(len);
+        if rest.len() < len {
+            return Err(DecodeError::Truncated { code, len, left: rest.len() });
+        }
+        let (val, rest) = rest.split_at(len);
+        opts = rest;
+        let be32 = |v: &[u8]| exactly4(code, v).map(u32::from_be_bytes);
         match code {
             OPT_MSG_TYPE => kind = val.first().and_then(|&v| MsgType::from_u8(v)),
-            OPT_SUBNET => lease.prefix = be32(val)?.count_ones() as u8,
-            OPT_ROUTER => lease.router = ip(val),
-            OPT_DNS => lease.dns = val.chunks_exact(4).filter_map(ip).collect(),
-            OPT_SERVER_ID => lease.server = ip(val)?,
+            OPT_SUBNET => {
+                let mask = be32(val)?;
+                if mask == 0 || mask.leading_ones() != mask.count_ones() {
+                    return Err(DecodeError::BadMask(Ipv4Addr::from(mask)));
+                }
+                lease.prefix = mask.count_ones() as u8;
+            }
+            OPT_ROUTER => lease.router = addrs(code, val)?.into_iter().find(|a| unicast(*a)),
+            OPT_DNS => lease.dns = addrs(code, val)?.into_iter().filter(|a| unicast(*a)).collect(),
+            OPT_SERVER_ID => lease.server = ip(&exactly4(code, val)?),
             OPT_LEASE => lease.lease_secs = be32(val)?,
             OPT_T1 => lease.t1_secs = be32(val)?,
             OPT_T2 => lease.t2_secs = be32(val)?,
-            OPT_HOSTNAME => lease.hostname = Some(String::from_utf8_lossy(val).into_owned()),
-            OPT_DOMAIN => lease.domain = Some(String::from_utf8_lossy(val).into_owned()),
+            OPT_HOSTNAME => lease.hostname = dns_name(val),
+            OPT_DOMAIN => lease.domain = dns_name(val),
             _ => {}
         }
     }
-    if lease.t1_secs == 0 {
-        lease.t1_secs = lease.lease_secs / 2;
+    let kind = kind.ok_or(DecodeError::NoType)?;
+    if matches!(kind, MsgType::Offer | MsgType::Ack) && !unicast(lease.addr) {
+        return Err(DecodeError::BadAddr { kind, addr: lease.addr });
     }
-    if lease.t2_secs == 0 {
-        lease.t2_secs = lease.lease_secs / 8 * 7;
-    }
-    Some(Reply { kind: kind?, xid, mac, lease })
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum DhcpError {
-    #[error("DHCP socket on {iface} failed")]
-    Socket {
-        iface: String,
-        #[source]
-        source: io::Error,
-    },
-    #[error("No DHCP answer on {iface} within {waited:?}")]
-    NoAnswer { iface: String, waited: Duration },
-    #[error("DHCP server {server} refused the lease")]
-    Nak { server: Ipv4Addr },
-}
-
-/// A DHCP client on one link.
-pub struct Client {
-    sock: UdpSocket,
-    iface: String,
-    mac: [u8; 6],
-    hostname: Option<String>,
-    xid: u32,
-}
-
-fn bind_to_device(sock: &UdpSocket, iface: &str) -> io::Result<()> {
-    // SAFETY: the option value is the interface name's bytes, valid for the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            iface.as_ptr().cast(),
-            iface.len() as u32,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-impl Client {
-    pub fn new(iface: &str, mac: [u8; 6], hostname: Option<String>) -> Result<Client, DhcpError> {
-        let wrap = |source| DhcpError::Socket { iface: iface.to_string(), source };
-        let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).map_err(wrap)?;
-        sock.set_broadcast(true).map_err(wrap)?;
-        bind_to_device(&sock, iface).map_err(wrap)?;
-        let seed = crate::sys::boottime_ms() as u32 ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
-        Ok(Client { sock, iface: iface.to_string(), mac, hostname, xid: seed })
-    }
-
-    fn exchange(
-        &mut self,
-        req: &Request<'_>,
-        to: Ipv4Addr,
-        want: MsgType,
-        deadline: Instant,
-    ) -> Result<Lease, DhcpError> {
-        let start = Instant::now();
-        let mut wait = Duration::from_millis(500);
-        let packet = encode(req);
-        let mut buf = [0u8; 1500];
-        loop {
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(DhcpError::NoAnswer { iface: self.iface.clone(), waited: now - start });
-            }
-            self.sock
-                .send_to(&packet, SocketAddrV4::new(to, 67))
-                .map_err(|source| DhcpError::Socket { iface: self.iface.clone(), source })?;
-            let resend_at = (now + wait).min(deadline);
-            wait = (wait * 2).min(Duration::from_secs(8));
-            while let Some(left) = resend_at.checked_duration_since(Instant::now()).filter(|d| !d.is_zero()) {
-                let _ = self.sock.set_read_timeout(Some(left));
-                let Ok((n, _)) = self.sock.recv_from(&mut buf) else { break };
-                let Some(reply) = decode(&buf[..n]) else { continue };
-                if reply.xid != req.xid || reply.mac != self.mac {
-                    continue;
-                }
-                if reply.kind == MsgType::Nak {
-                    return Err(DhcpError::Nak { server: reply.lease.server });
-                }
-                if reply.kind == want {
-                    return Ok(reply.lease);
-                }
-            }
-        }
-    }
-
-    /// DISCOVER, OFFER, REQUEST, ACK.
-    pub fn acquire(&mut self, deadline: Instant) -> Result<Lease, DhcpError> {
-        self.xid = self.xid.wrapping_add(1);
-        let hostname = self.hostname.clone();
-        let mut req = Request {
-            kind: MsgType::Discover,
-            xid: self.xid,
-            mac: self.mac,
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            requested: None,
-            server: None,
-            hostname: hostname.as_deref(),
-        };
-        let offer = self.exchange(&req, Ipv4Addr::BROADCAST, MsgType::Offer, deadline)?;
-        req.kind = MsgType::Request;
-        req.requested = Some(offer.addr);
-        req.server = Some(offer.server);
-        self.exchange(&req, Ipv4Addr::BROADCAST, MsgType::Ack, deadline)
-    }
-
-    /// Renews a lease in place (RENEWING when `to` is the server, REBINDING
-    /// when it is the broadcast address).
-    pub fn renew(&mut self, lease: &Lease, to: Ipv4Addr, deadline: Instant) -> Result<Lease, DhcpError> {
-        self.xid = self.xid.wrapping_add(1);
-        let hostname = self.hostname.clone();
-        let req = Request {
-            kind: MsgType::Request,
-            xid: self.xid,
-            mac: self.mac,
-            ciaddr: lease.addr,
-            requested: None,
-            server: None,
-            hostname: hostname.as_deref(),
-        };
-        self.exchange(&req, to, MsgType::Ack, deadline)
-    }
+    (lease.lease_secs, lease.t1_secs, lease.t2_secs) = lease_times(lease.lease_secs, lease.t1_secs, lease.t2_secs);
+    Ok(Reply { kind, xid, mac, lease })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn server_reply(kind: u8, xid: u32, mac: [u8; 6]) -> Vec<u8> {
-        let mut p = vec![0u8; 236];
-        p[0] = 2;
-        p[4..8].copy_from_slice(&xid.to_be_bytes());
-        p[16..20].copy_from_slice(&[10, 0, 2, 15]);
-        p[28..34].copy_from_slice(&mac);
-        p.extend_from_slice(&MAGIC);
-        p.extend_from_slice(&[OPT_MSG_TYPE, 1, kind]);
-        p.extend_from_slice(&[OPT_SUBNET, 4, 255, 255, 255, 0]);
-        p.extend_from_slice(&[OPT_ROUTER, 4, 10, 0, 2, 2]);
-        p.extend_from_slice(&[OPT_DNS, 8, 10, 0, 2, 3, 1, 1, 1, 1]);
-        p.extend_from_slice(&[OPT_SERVER_ID, 4, 10, 0, 2, 2]);
-        p.extend_from_slice(&[OPT_LEASE, 4, 0, 1, 81, 128]);
-        p.extend_from_slice(&[OPT_PAD, OPT_DOMAIN, 7]);
-        p.extend_from_slice(b"example");
-        p.push(OPT_END);
-        p
-    }
-
-    #[test]
-    fn decodes_a_full_ack() {
-        let mac = [0x52, 0x54, 0, 0x12, 0x34, 0x56];
-        let r = decode(&server_reply(5, 77, mac)).unwrap();
-        assert_eq!(r.kind, MsgType::Ack);
-        assert_eq!((r.xid, r.mac), (77, mac));
-        let l = r.lease;
-        assert_eq!((l.addr, l.prefix), (Ipv4Addr::new(10, 0, 2, 15), 24));
-        assert_eq!(l.router, Some(Ipv4Addr::new(10, 0, 2, 2)));
-        assert_eq!(l.dns, [Ipv4Addr::new(10, 0, 2, 3), Ipv4Addr::new(1, 1, 1, 1)]);
-        assert_eq!((l.lease_secs, l.t1_secs, l.t2_secs), (86400, 43200, 75600));
-        assert_eq!(l.domain.as_deref(), Some("example"));
-    }
-
-    #[test]
-    fn rejects_requests_truncation_and_garbage() {
-        let mac = [2, 0, 0, 0, 0, 1];
-        let mut p = server_reply(2, 1, mac);
-        p[0] = 1;
-        assert!(decode(&p).is_none(), "a BOOTREQUEST is not a reply");
-        let p = server_reply(2, 1, mac);
-        assert!(decode(&p[..250]).is_none(), "an option cut short");
-        assert!(decode(&[0u8; 100]).is_none());
-    }
-
-    #[test]
-    fn encodes_discover_with_broadcast_flag_and_options() {
-        let p = encode(&Request {
-            kind: MsgType::Discover,
-            xid: 0x01020304,
-            mac: [2, 0, 0, 0, 0, 1],
-            ciaddr: Ipv4Addr::UNSPECIFIED,
-            requested: Some(Ipv4Addr::new(10, 0, 2, 15)),
-            server: None,
-            hostname: Some("node"),
-        });
-        assert!(p.len() >= 300);
-        assert_eq!(&p[4..8], &[1, 2, 3, 4]);
-        assert_eq!(p[10], 0x80);
-        assert_eq!(&p[236..240], &MAGIC);
-        assert_eq!(&p[240..243], &[OPT_MSG_TYPE, 1, 1]);
-        let opts = &p[240..];
-        assert!(opts.windows(6).any(|w| w == [OPT_REQUESTED_IP, 4, 10, 0, 2, 15]));
-        assert!(opts.windows(6).any(|w| w == [OPT_HOSTNAME, 4, b'n', b'o', b'd', b'e']));
-    }
-}
+mod proptests;
+#[cfg(test)]
+mod tests;

@@ -145,9 +145,12 @@ pub fn write_run_file(name: &str, content: &str) -> std::io::Result<()> {
     std::fs::rename(&tmp, format!("{RUN_DIR}/{name}"))
 }
 
+/// The text of resolv.conf. It is read line by line and word by word, so the
+/// search domain is written only when it is a plain DNS name: whatever came
+/// from the network cannot add a line or a word.
 pub fn resolv_conf(dns: &[Ipv4Addr], domain: Option<&str>) -> String {
     let mut s = String::from("# written by cairn-init\n");
-    if let Some(d) = domain {
+    if let Some(d) = domain.and_then(|d| dhcp::dns_name(d.as_bytes())) {
         s.push_str(&format!("search {d}\n"));
     }
     for ns in dns.iter().take(3) {
@@ -162,16 +165,53 @@ fn write_resolv_conf(dns: &[Ipv4Addr], domain: Option<&str>) {
     }
 }
 
-fn apply_lease(rtnl: &mut Rtnl, link: &Link, lease: &dhcp::Lease, settings: &Settings) -> Result<(), String> {
-    rtnl.add_addr(link.index, lease.addr, lease.prefix)
-        .map_err(|e| format!("cannot set {}/{} on {}: {}", lease.addr, lease.prefix, link.name, error_chain(&e)))?;
-    if let Some(gw) = settings.gateway.or(lease.router) {
-        if let Err(e) = rtnl.set_default_route(link.index, gw, true) {
-            warn!("cannot set default route via {gw}: {}", error_chain(&e));
+/// What a lease sets on the link; a renewal sets only what it changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Changes {
+    address: bool,
+    route: bool,
+    resolv: bool,
+}
+
+impl Changes {
+    const ALL: Changes = Changes { address: true, route: true, resolv: true };
+
+    /// What `new` changes against the lease held until now. A new address
+    /// takes the route with it (the kernel drops a route whose gateway is no
+    /// longer reachable), so it is set again too.
+    fn between(old: &dhcp::Lease, new: &dhcp::Lease) -> Changes {
+        let address = old.addr != new.addr || old.prefix != new.prefix;
+        Changes {
+            address,
+            route: address || old.router != new.router,
+            resolv: old.dns != new.dns || old.domain != new.domain,
         }
     }
-    let dns = if settings.dns.is_empty() { &lease.dns } else { &settings.dns };
-    write_resolv_conf(dns, lease.domain.as_deref());
+}
+
+fn apply_lease(
+    rtnl: &mut Rtnl,
+    link: &Link,
+    lease: &dhcp::Lease,
+    settings: &Settings,
+    what: Changes,
+) -> Result<(), String> {
+    if what.address {
+        rtnl.add_addr(link.index, lease.addr, lease.prefix).map_err(|e| {
+            format!("cannot set {}/{} on {}: {}", lease.addr, lease.prefix, link.name, error_chain(&e))
+        })?;
+    }
+    if what.route {
+        if let Some(gw) = settings.gateway.or(lease.router) {
+            if let Err(e) = rtnl.set_default_route(link.index, gw, true) {
+                warn!("cannot set default route via {gw}: {}", error_chain(&e));
+            }
+        }
+    }
+    if what.resolv {
+        let dns = if settings.dns.is_empty() { &lease.dns } else { &settings.dns };
+        write_resolv_conf(dns, lease.domain.as_deref());
+    }
     Ok(())
 }
 
@@ -207,7 +247,7 @@ fn dhcp_loop(
             }
         };
         retry = Duration::from_secs(1);
-        if let Err(e) = apply_lease(rtnl, link, &lease, settings) {
+        if let Err(e) = apply_lease(rtnl, link, &lease, settings, Changes::ALL) {
             warn!("{e}");
             if !reported {
                 report(Status::Failed(e));
@@ -216,24 +256,28 @@ fn dhcp_loop(
             std::thread::sleep(Duration::from_secs(5));
             continue;
         }
-        info!(
-            "network configured iface={} addr={}/{} gw={} dns={} lease={}s source=dhcp server={}",
-            link.name,
-            lease.addr,
-            lease.prefix,
-            lease.router.map_or("none".into(), |g| g.to_string()),
-            lease.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
-            lease.lease_secs,
-            lease.server
-        );
+        info!("network configured iface={} {} source=dhcp server={}", link.name, describe(&lease), lease.server);
         report(Status::Configured { iface: link.name.clone(), addr: lease.addr, prefix: lease.prefix });
         reported = true;
         hold_lease(rtnl, link, &mut client, lease, settings);
     }
 }
 
+fn describe(lease: &dhcp::Lease) -> String {
+    format!(
+        "addr={}/{} gw={} dns={} lease={}s",
+        lease.addr,
+        lease.prefix,
+        lease.router.map_or("none".into(), |g| g.to_string()),
+        lease.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
+        lease.lease_secs
+    )
+}
+
 /// Keeps a lease: renews with the server at T1, rebinds by broadcast at T2,
-/// drops the address when it expires. Returns when the lease is gone.
+/// drops the address when it expires. A renewal that moves the address, the
+/// router or the name servers applies what it moved. Returns when the lease
+/// is gone.
 fn hold_lease(rtnl: &mut Rtnl, link: &Link, client: &mut dhcp::Client, mut lease: dhcp::Lease, settings: &Settings) {
     loop {
         let got = Instant::now();
@@ -244,26 +288,25 @@ fn hold_lease(rtnl: &mut Rtnl, link: &Link, client: &mut dhcp::Client, mut lease
         let renewed = client
             .renew(&lease, lease.server, t2)
             .or_else(|_| client.renew(&lease, Ipv4Addr::BROADCAST, end));
-        match renewed {
-            Ok(new) if new.addr == lease.addr => {
-                info!("DHCP lease renewed iface={} addr={} lease={}s", link.name, new.addr, new.lease_secs);
-                lease = new;
-            }
-            Ok(new) => {
-                warn!("DHCP server moved {} from {} to {}", link.name, lease.addr, new.addr);
-                let _ = rtnl.del_addr(link.index, lease.addr, lease.prefix);
-                if let Err(e) = apply_lease(rtnl, link, &new, settings) {
-                    warn!("{e}");
-                    return;
-                }
-                lease = new;
-            }
+        let new = match renewed {
+            Ok(new) => new,
             Err(e) => {
                 warn!("DHCP lease on {} expired: {}; address {} removed", link.name, error_chain(&e), lease.addr);
                 let _ = rtnl.del_addr(link.index, lease.addr, lease.prefix);
                 return;
             }
+        };
+        let what = Changes::between(&lease, &new);
+        if what.address {
+            warn!("DHCP server moved {} from {}/{} to {}/{}", link.name, lease.addr, lease.prefix, new.addr, new.prefix);
+            let _ = rtnl.del_addr(link.index, lease.addr, lease.prefix);
         }
+        if let Err(e) = apply_lease(rtnl, link, &new, settings, what) {
+            warn!("{e}");
+            return;
+        }
+        info!("DHCP lease renewed iface={} {}", link.name, describe(&new));
+        lease = new;
     }
 }
 
@@ -279,5 +322,45 @@ mod tests {
             text,
             "# written by cairn-init\nsearch lan\nnameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"
         );
+    }
+
+    #[test]
+    fn resolv_conf_never_takes_a_line_or_word_from_the_domain() {
+        let dns = [Ipv4Addr::new(10, 0, 2, 3)];
+        for bad in ["lan\nnameserver 6.6.6.6", "lan evil.example", "lan\roptions debug", "lan#"] {
+            assert_eq!(resolv_conf(&dns, Some(bad)), "# written by cairn-init\nnameserver 10.0.2.3\n", "{bad:?}");
+        }
+    }
+
+    fn lease() -> dhcp::Lease {
+        dhcp::Lease {
+            addr: Ipv4Addr::new(10, 0, 2, 15),
+            prefix: 24,
+            router: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
+            server: Ipv4Addr::new(10, 0, 2, 2),
+            lease_secs: 3600,
+            t1_secs: 1800,
+            t2_secs: 3150,
+            hostname: None,
+            domain: Some("lan".into()),
+        }
+    }
+
+    #[test]
+    fn a_renewal_applies_what_it_changes() {
+        let old = lease();
+        let none = Changes { address: false, route: false, resolv: false };
+        assert_eq!(Changes::between(&old, &dhcp::Lease { lease_secs: 7200, ..lease() }), none);
+        let router = dhcp::Lease { router: Some(Ipv4Addr::new(10, 0, 2, 1)), ..lease() };
+        assert_eq!(Changes::between(&old, &router), Changes { route: true, ..none });
+        let dns = dhcp::Lease { dns: vec![Ipv4Addr::new(1, 1, 1, 1)], ..lease() };
+        assert_eq!(Changes::between(&old, &dns), Changes { resolv: true, ..none });
+        let domain = dhcp::Lease { domain: None, ..lease() };
+        assert_eq!(Changes::between(&old, &domain), Changes { resolv: true, ..none });
+        let prefix = dhcp::Lease { prefix: 16, ..lease() };
+        assert_eq!(Changes::between(&old, &prefix), Changes { address: true, route: true, ..none });
+        let moved = dhcp::Lease { addr: Ipv4Addr::new(10, 0, 2, 16), ..lease() };
+        assert_eq!(Changes::between(&old, &moved), Changes { address: true, route: true, ..none });
     }
 }

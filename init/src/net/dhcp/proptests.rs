@@ -1,0 +1,102 @@
+//! `decode` on what anyone on the link can send: arbitrary bytes, and valid
+//! replies with bytes flipped, inserted and removed. It never panics, a
+//! refusal says what was wrong, and whatever it accepts meets the lease rules.
+
+use super::tests::{reply_with, server_reply};
+use super::*;
+use proptest::prelude::*;
+
+/// A valid reply, then up to eight edits: (position, byte, what to do).
+fn mutated() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop_oneof![Just(2u8), Just(5u8), Just(6u8)],
+        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..8),
+    )
+        .prop_map(|(kind, edits)| {
+            let mut p = server_reply(kind, 7, [2, 0, 0, 0, 0, 1]);
+            for (at, byte, op) in edits {
+                let i = at.index(p.len() + 1);
+                match op {
+                    0 if i < p.len() => p[i] ^= byte | 1,
+                    1 => p.insert(i, byte),
+                    _ if i < p.len() => drop(p.remove(i)),
+                    _ => {}
+                }
+            }
+            p
+        })
+}
+
+/// What every accepted reply must satisfy, whatever came in.
+fn check(p: &[u8]) -> Result<(), TestCaseError> {
+    match decode(p) {
+        Err(e) => prop_assert!(!e.to_string().is_empty()),
+        Ok(r) => {
+            let l = &r.lease;
+            prop_assert!(MIN_LEASE_SECS <= l.lease_secs);
+            prop_assert!(MIN_RENEW_SECS <= l.t1_secs && l.t1_secs <= l.t2_secs && l.t2_secs <= l.lease_secs);
+            prop_assert!(l.prefix >= 1 && l.prefix <= 32);
+            for name in l.domain.iter().chain(&l.hostname) {
+                prop_assert!(dns_name(name.as_bytes()).as_deref() == Some(name.as_str()), "{name:?}");
+            }
+            prop_assert!(l.dns.iter().chain(&l.router).all(|a| unicast(*a)));
+            if matches!(r.kind, MsgType::Offer | MsgType::Ack) {
+                prop_assert!(unicast(l.addr));
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn arbitrary_bytes(p in prop::collection::vec(any::<u8>(), 0..600)) {
+        check(&p)?;
+    }
+
+    #[test]
+    fn arbitrary_options_after_a_valid_header(opts in prop::collection::vec(any::<u8>(), 0..400)) {
+        let mut p = reply_with(5, 1, [2, 0, 0, 0, 0, 1], &[]);
+        p.truncate(240);
+        p.extend_from_slice(&opts);
+        check(&p)?;
+    }
+
+    #[test]
+    fn mutated_replies(p in mutated()) {
+        check(&p)?;
+    }
+
+    /// Valid options of any value come out as they went in, lease times
+    /// put in order.
+    #[test]
+    fn valid_options_round_trip(
+        prefix in 1u32..=32,
+        router in any::<[u8; 4]>(),
+        dns in prop::collection::vec(any::<[u8; 4]>(), 1..4),
+        (lease, t1, t2) in (any::<u32>(), any::<u32>(), any::<u32>()),
+        domain in "[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\\.[a-z]{1,10}){0,3}",
+    ) {
+        let mask = (u32::MAX << (32 - prefix)).to_be_bytes();
+        let dns_bytes: Vec<u8> = dns.concat();
+        let p = reply_with(5, 9, [2, 0, 0, 0, 0, 1], &[
+            (OPT_SUBNET, &mask),
+            (OPT_ROUTER, &router),
+            (OPT_DNS, &dns_bytes),
+            (OPT_LEASE, &lease.to_be_bytes()),
+            (OPT_T1, &t1.to_be_bytes()),
+            (OPT_T2, &t2.to_be_bytes()),
+            (OPT_DOMAIN, domain.as_bytes()),
+        ]);
+        let l = decode(&p).map_err(|e| TestCaseError::fail(e.to_string()))?.lease;
+        prop_assert_eq!(u32::from(l.prefix), prefix);
+        prop_assert_eq!(l.router, Some(Ipv4Addr::from(router)).filter(|a| unicast(*a)));
+        let want: Vec<Ipv4Addr> = dns.into_iter().map(Ipv4Addr::from).filter(|a| unicast(*a)).collect();
+        prop_assert_eq!(l.dns, want);
+        prop_assert_eq!((l.lease_secs, l.t1_secs, l.t2_secs), lease_times(lease, t1, t2));
+        prop_assert_eq!(l.domain.as_deref(), Some(domain.as_str()));
+        check(&p)?;
+    }
+}
