@@ -12,6 +12,7 @@
 //! cairnctl update set url=URL [channel=stable|beta|alpha]
 //! cairnctl update settle healthy | unhealthy REASON   (cairn-init, every boot)
 //! cairnctl rollback [--no-reboot]    boot the other slot, if it holds a version that was good
+//! cairnctl config validate FILE [--output json]   check a machine config (offline)
 //! ```
 //!
 //! The protocol: one request line of tab-separated words; the answer starts
@@ -22,6 +23,7 @@ use anyhow::{bail, Context, Result};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
+mod config;
 mod update;
 
 const SOCKET: &str = "/run/cairn/control.sock";
@@ -69,6 +71,7 @@ fn run() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("update") => return update::run(&args[1..]),
         Some("rollback") => return update::rollback(&args[1..]),
+        Some("config") => return config::run(&args[1..]),
         _ => {}
     }
     control(&request(&args)?)

@@ -23,6 +23,7 @@
 mod locate;
 
 pub mod bundle;
+pub mod config;
 pub mod manifest;
 pub mod seccomp;
 pub mod service;

@@ -981,7 +981,7 @@ impl Checker<'_> {
 
 /// A service name becomes a file stem, a container id, a host name and a
 /// cgroup directory; keep to characters all of those take.
-fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok_first = name
         .chars()
         .next()

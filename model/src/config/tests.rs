@@ -1,0 +1,144 @@
+use super::*;
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text, "m.toml") {
+        Ok(c) => panic!("accepted: {c:?}"),
+        Err(p) => p.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn the_example_uses_every_section_and_is_valid() {
+    let text = include_str!("../../../docs/machine-config.example.toml");
+    let c = parse(text, "example.toml").unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(c.hostname.as_deref(), Some("node-7"));
+    assert_eq!(c.network.links.len(), 2);
+    assert_eq!(c.network.links[0].matches, LinkMatch::Name("eth0".into()));
+    assert_eq!(c.network.links[0].addressing.mtu, Some(9000));
+    assert!(!c.network.links[0].addressing.dhcp, "static addresses turn DHCP off by default");
+    assert_eq!(c.network.links[1].matches, LinkMatch::Mac([0x52, 0x54, 0, 0x12, 0x34, 0x57]));
+    assert!(c.network.links[1].addressing.dhcp);
+    assert_eq!(c.network.links[0].addressing.routes[0].to.prefix, 16);
+    assert_eq!(c.network.vlans[0].id, 100);
+    assert_eq!(c.services.add["hello"].name, "hello");
+    assert_eq!(c.update.policy, UpdatePolicy::Auto);
+    let w = c.update.window.as_ref().unwrap();
+    assert_eq!((w.days.clone(), w.start_minute, w.length.as_secs()), (vec![5, 6], 120, 7200));
+    assert_eq!(c.cluster.as_ref().map(|c| c.role), Some(Role::Worker));
+    assert_eq!(c.sysctl["net.ipv4.ip_forward"], "1");
+    assert_eq!(c.modules, ["br_netfilter"]);
+    assert!(c.access.admin);
+    assert_eq!(c.metrics.listen.map(|a| a.port()), Some(9100));
+}
+
+#[test]
+fn the_smallest_config_is_a_version() {
+    let c = parse("version = 1\n", "m.toml").unwrap();
+    assert_eq!(c.hostname, None);
+    assert!(c.network.links.is_empty());
+    assert_eq!(c.update.channel, Channel::Stable);
+    assert_eq!(c.logs.level, "info");
+    assert!(c.cluster.is_none());
+}
+
+#[test]
+fn three_mistakes_are_named_in_one_pass_with_their_places() {
+    let text = "version = 1\nhostnme = \"a\"\n[network]\n[[network.links]]\nname = \"eth0\"\nmtu = 20\n[update]\nchannel = \"stabel\"\n";
+    let p = problems(text);
+    assert_eq!(
+        p,
+        [
+            "m.toml:2:1: hostnme: unknown key (did you mean \"hostname\"?)",
+            "m.toml:6:7: network.links[0].mtu: 20 is out of range (68 to 9216)",
+            "m.toml:8:11: update.channel: \"stabel\" is not allowed (did you mean \"stable\"? allowed: stable, beta, alpha)",
+        ]
+    );
+}
+
+#[test]
+fn version_is_required_and_must_be_one() {
+    assert_eq!(problems("hostname = \"a\"\n"), ["m.toml:1:1: version: missing (write `version = 1` first)"]);
+    assert_eq!(problems("version = 2\n"), ["m.toml:1:11: version: this Cairn reads version 1, not 2"]);
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let p = problems("version = 1\nhostname = \n");
+    assert_eq!(p.len(), 1);
+    assert!(p[0].starts_with("m.toml:2:"), "{p:?}");
+    assert!(p[0].contains("not valid TOML"), "{p:?}");
+}
+
+#[test]
+fn bad_values_are_refused_with_what_is_allowed() {
+    let cases = [
+        ("hostname = \"-bad\"", "hostname: \"-bad\" is not a host name"),
+        ("[[network.links]]\nmac = \"52:54:00\"", "network.links[0].mac: \"52:54:00\" is not a MAC address"),
+        ("[[network.links]]\nname = \"eth0\"\nmac = \"52:54:00:12:34:56\"", "network.links[0]: give either `name` or `mac`, not both"),
+        ("[[network.links]]\ndhcp = true", "network.links[0]: missing: `name` or `mac`"),
+        ("[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.2.300/24\"]", "is not ADDRESS/PREFIX"),
+        ("[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.2.3/33\"]", "the prefix is at most 32"),
+        ("[[network.links]]\nname = \"eth0\"\nroutes = [{ to = \"10.0.0.0/8\" }]", "a route needs both `to` and `via`"),
+        ("[[network.vlans]]\nname = \"v\"\nlink = \"eth0\"\nid = 4095", "network.vlans[0].id: 4095 is out of range (1 to 4094)"),
+        ("[network]\ndns = [\"ns1\"]", "network.dns[0]: \"ns1\" is not an IP address"),
+        ("[services]\nenable = [\"a\"]\ndisable = [\"a\"]", "services.disable[0]: \"a\" is both enabled and disabled"),
+        ("[services.add.web]\ncommand = [\"x\"]", "services.add.web"),
+        ("[update]\nrepository = \"ftp://x\"", "update.repository: \"ftp://x\" is not an http:// or https:// URL"),
+        ("[update.window]\nstart = \"25:00\"\nlength_minutes = 10", "update.window.start: \"25:00\" is not a time of day"),
+        ("[update.window]\nstart = \"02:00\"", "update.window.length_minutes: missing"),
+        ("[cluster]\nrole = \"worker\"", "cluster.managers: missing: a worker needs the managers to join"),
+        ("[cluster]\nrole = \"boss\"", "cluster.role: \"boss\" is not allowed"),
+        ("[cluster]\nrole = \"manager\"\nmanagers = [\"m1\"]", "is not HOST:PORT"),
+        ("[access]\nssh_authorized_keys = [\"ssh-dss AAAA\"]", "not an OpenSSH public key line"),
+        ("[logs]\nlevel = \"loud\"", "logs.level: \"loud\" is not allowed"),
+        ("[metrics]\nlisten = \"9100\"", "metrics.listen: \"9100\" is not ADDRESS:PORT"),
+        ("[sysctl]\n\"net..x\" = 1", "not a kernel parameter name"),
+        ("[sysctl]\n\"net.x\" = [1]", "expected a string, a whole number or a boolean"),
+        ("modules = [\"../x\"]", "modules[0]: \"../x\" is not a module name"),
+        ("network = 3", "network: expected a table, found a whole number"),
+        ("[time]\nntp = [\"a b\"]", "time.ntp[0]: \"a b\" is neither a host name nor an IP address"),
+    ];
+    for (body, want) in cases {
+        let text = format!("version = 1\n{body}\n");
+        let p = problems(&text).join("\n");
+        assert!(p.contains(want), "for {body:?}\nwant {want:?}\ngot {p}");
+    }
+}
+
+#[test]
+fn a_service_added_by_the_config_is_checked_as_a_spec() {
+    let text = "version = 1\n[services.add.web]\nrootfs = \"/usr/lib/cairn/rootfs/admin\"\ncommand = [\"/bin/sh\"]\n[services.add.web.stop]\ntimeout_s = 99999999999\n";
+    let p = problems(text).join("\n");
+    assert!(p.contains("services.add.web.stop.timeout_s"), "{p}");
+}
+
+#[test]
+fn problems_serialise_for_tools() {
+    let Err(p) = parse("version = 1\nx = 1\n", "m.toml") else { panic!("accepted") };
+    let json = serde_json::to_string(&p.0).unwrap();
+    assert_eq!(json, r#"[{"source":"m.toml","line":2,"column":1,"key":"x","message":"unknown key (known keys: version, hostname, network, time, services, update, cluster, access, logs, metrics, sysctl, modules)"}]"#);
+}
+
+#[test]
+fn arbitrary_text_never_panics() {
+    // A cheap deterministic shake of the parser: every prefix of the example,
+    // and the example with each byte replaced by a few others.
+    let text = include_str!("../../../docs/machine-config.example.toml");
+    for end in (0..text.len()).step_by(7) {
+        if let Some(t) = text.get(..end) {
+            let _ = parse(t, "x");
+        }
+    }
+    let bytes = text.as_bytes();
+    for i in (0..bytes.len()).step_by(13) {
+        for b in [b'"', b'[', b'=', b'\n', b'0', b'.'] {
+            let mut m = bytes.to_vec();
+            m[i] = b;
+            if let Ok(t) = std::str::from_utf8(&m) {
+                if let Err(p) = parse(t, "x") {
+                    assert!(p.0.iter().all(|x| !x.message.is_empty() && x.line >= 1), "{p}");
+                }
+            }
+        }
+    }
+}
