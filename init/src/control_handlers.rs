@@ -1,63 +1,75 @@
 //! What PID 1 does for each `cairnctl` request on the control socket.
 
-use crate::{control, supervisor, Action, Init};
+use crate::control::{ConnId, Request};
+use crate::{supervisor, Action, Init};
 use std::os::fd::OwnedFd;
 use std::time::Instant;
 
 impl Init {
     pub(crate) fn on_control(&mut self) {
+        let now = Instant::now();
         let Some(c) = self.control.as_mut() else { return };
-        for (stream, req) in c.poll() {
-            let req = match req {
-                Ok(r) => r,
-                Err(e) => {
-                    control::answer(stream, Err(e));
-                    continue;
-                }
-            };
+        for (id, req) in c.poll(now) {
             match req {
-                control::Request::List => control::answer(stream, Ok(list_table(&self.supervisor.rows(Instant::now())))),
-                control::Request::Logs(name) => {
-                    let known = name == "kernel" || self.supervisor.container(&name).is_some() || self.supervisor.knows(&name);
-                    let text = self.logs.text(&name).or_else(|| known.then(String::new));
-                    control::answer(stream, text.ok_or_else(|| format!("no service named {name}")));
+                Ok(req) => self.on_request(id, req, now),
+                Err(e) => self.answer(id, Err(e), now),
+            }
+        }
+    }
+
+    fn answer(&mut self, id: ConnId, result: Result<String, String>, now: Instant) {
+        if let Some(c) = self.control.as_mut() {
+            c.answer(id, result, now);
+        }
+    }
+
+    /// A log `cairnctl logs` may ask for: the kernel's, or a supervised process's.
+    fn known_log(&self, name: &str) -> bool {
+        name == "kernel" || self.supervisor.knows(name) || self.logs.text(name).is_some()
+    }
+
+    fn on_request(&mut self, id: ConnId, req: Request, now: Instant) {
+        match req {
+            Request::List => self.answer(id, Ok(list_table(&self.supervisor.rows(now))), now),
+            Request::Logs(name) if self.known_log(&name) => self.answer(id, Ok(self.logs.text(&name).unwrap_or_default()), now),
+            Request::Follow(name) if self.known_log(&name) => {
+                let text = self.logs.text(&name).unwrap_or_default();
+                if let Some(c) = self.control.as_mut() {
+                    c.follow(id, &name, &text, now);
                 }
-                control::Request::Follow(name) => {
-                    let text = self.logs.text(&name).unwrap_or_default();
-                    if let Ok(s2) = stream.try_clone() {
-                        control::answer(stream, Ok(text));
-                        self.logs.follow(&name, s2);
-                    }
-                }
-                control::Request::Restart(name) => {
-                    let r = self.supervisor.restart(&name, &mut self.registry, &mut supervisor::RealSpawner);
-                    control::answer(stream, r.map(|()| format!("restarting {name}\n")));
-                }
-                control::Request::Exec(name, argv) => self.exec_in(stream, &name, &argv),
-                control::Request::Reboot => {
-                    control::answer(stream, Ok("rebooting\n".into()));
-                    self.shutdown(Action::Reboot, "cairnctl reboot");
-                }
-                control::Request::PowerOff => {
-                    control::answer(stream, Ok("powering off\n".into()));
-                    self.shutdown(Action::PowerOff, "cairnctl poweroff");
-                }
+            }
+            Request::Logs(name) | Request::Follow(name) => self.answer(id, Err(format!("no service named {name}")), now),
+            Request::Restart(name) => {
+                let r = self.supervisor.restart(&name, &mut self.registry, &mut supervisor::RealSpawner);
+                self.answer(id, r.map(|()| format!("restarting {name}\n")), now);
+            }
+            Request::Exec(name, argv) => self.exec_in(id, &name, &argv, now),
+            Request::Reboot => {
+                self.answer(id, Ok("rebooting\n".into()), now);
+                self.shutdown(Action::Reboot, "cairnctl reboot");
+            }
+            Request::PowerOff => {
+                self.answer(id, Ok("powering off\n".into()), now);
+                self.shutdown(Action::PowerOff, "cairnctl poweroff");
             }
         }
     }
 
     /// `cairnctl exec`: the runtime's `exec` with the client's connection as its output.
-    fn exec_in(&mut self, stream: std::os::unix::net::UnixStream, name: &str, argv: &[String]) {
-        let Some(id) = self.supervisor.container(name) else {
-            return control::answer(stream, Err(format!("no service named {name}")));
+    fn exec_in(&mut self, id: ConnId, name: &str, argv: &[String], now: Instant) {
+        let Some(container) = self.supervisor.container(name) else {
+            return self.answer(id, Err(format!("no service named {name}")), now);
         };
+        let Some(stream) = self.control.as_mut().and_then(|c| c.take(id)) else { return };
         let (Ok(out), Ok(err)) = (stream.try_clone(), stream.try_clone()) else {
-            return control::answer(stream, Err("cannot pass the connection on".into()));
+            // Dropping the stream closes it: the client sees no answer.
+            return;
         };
+        // A few bytes on a fresh connection: the socket buffer takes them at once.
         let _ = std::io::Write::write_all(&mut &stream, b"ok\n");
         let (bin, state) = supervisor::runtime();
         let spawned = crate::sys::command(bin)
-            .args(["--root", state, "exec", &id])
+            .args(["--root", state, "exec", &container])
             .args(argv)
             .stdin(std::process::Stdio::null())
             .stdout(OwnedFd::from(out))

@@ -6,6 +6,10 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, warn};
 
+/// Kernel log records drained per loop turn: a kernel that logs without pause
+/// must not keep the loop from everything else.
+const KMSG_PER_TURN: usize = 64;
+
 /// What one entry of the poll table is.
 #[derive(Debug, Clone, Copy)]
 enum Source {
@@ -44,13 +48,16 @@ impl Init {
                 let limit = self.boot_started + self.settings.health_timeout;
                 deadline = Some(deadline.map_or(limit, |d| d.min(limit)));
             }
+            if let Some(t) = self.control.as_ref().and_then(|c| c.next_deadline()) {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
             if !self.ready {
                 let wake = if self.net_status.is_none() { self.net_deadline } else { now + Duration::from_secs(5) };
                 deadline = Some(deadline.map_or(wake, |d| d.min(wake)));
             }
             let timeout = deadline.map(|d| d.saturating_duration_since(now));
             let (fds, sources) = self.poll_table();
-            let readable = match sys::poll_readable(&fds, timeout) {
+            let readable = match sys::poll(&fds, timeout) {
                 Ok(r) => r,
                 Err(e) => {
                     error!("poll failed: {e}");
@@ -70,10 +77,12 @@ impl Init {
                     Source::Output { .. } => {}
                 }
             }
-            if control {
+            // Timeouts are served too when no client fd stirred.
+            let expired = self.control.as_ref().and_then(|c| c.next_deadline()).is_some_and(|d| d <= Instant::now());
+            if control || expired {
                 self.on_control();
             }
-            for ((source, fd), _) in sources.iter().zip(&fds).zip(&readable).filter(|(_, r)| **r) {
+            for ((source, (fd, _)), _) in sources.iter().zip(&fds).zip(&readable).filter(|(_, r)| **r) {
                 if let Source::Output { idx, stream } = *source {
                     self.on_output(*fd, idx, stream);
                 }
@@ -82,15 +91,15 @@ impl Init {
     }
 
     /// The poll table: each fd with what it is.
-    fn poll_table(&self) -> (Vec<RawFd>, Vec<Source>) {
-        let mut fds = vec![self.signals.as_raw_fd(), self.wake.as_raw_fd()];
+    fn poll_table(&self) -> (Vec<(RawFd, libc::c_short)>, Vec<Source>) {
+        let mut fds = vec![(self.signals.as_raw_fd(), libc::POLLIN), (self.wake.as_raw_fd(), libc::POLLIN)];
         let mut sources = vec![Source::Signals, Source::Wake];
         if let Some(a) = &self.acpi {
-            fds.push(a.raw_fd());
+            fds.push((a.raw_fd(), libc::POLLIN));
             sources.push(Source::Acpi);
         }
         if let Some(k) = &self.kmsg {
-            fds.push(k.as_raw_fd());
+            fds.push((k.as_raw_fd(), libc::POLLIN));
             sources.push(Source::Kmsg);
         }
         if let Some(c) = &self.control {
@@ -100,7 +109,7 @@ impl Init {
             }
         }
         for (fd, idx, stream) in self.supervisor.outputs() {
-            fds.push(fd);
+            fds.push((fd, libc::POLLIN));
             sources.push(Source::Output { idx, stream });
         }
         (fds, sources)
@@ -113,7 +122,8 @@ impl Init {
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         let name = self.supervisor.name(idx).unwrap_or("?").to_string();
         if n > 0 {
-            self.logs.feed(&name, stream, &buf[..n as usize]);
+            let (now, control) = (Instant::now(), &mut self.control);
+            self.logs.feed(&name, stream, &buf[..n as usize], &mut |log, line| publish(control, log, line, now));
         } else if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::WouldBlock {
             self.supervisor.close_output(idx, fd);
         }
@@ -122,7 +132,9 @@ impl Init {
     fn on_kmsg(&mut self) {
         let Some(k) = self.kmsg.as_mut() else { return };
         let mut buf = [0u8; 8192];
-        loop {
+        let (now, control) = (Instant::now(), &mut self.control);
+        // What is left waits for the next turn: the fd stays readable.
+        for _ in 0..KMSG_PER_TURN {
             match std::io::Read::read(k, &mut buf) {
                 Ok(n) if n > 0 => {
                     let rec = String::from_utf8_lossy(&buf[..n]);
@@ -130,7 +142,7 @@ impl Init {
                     let (head, msg) = rec.split_once(';').unwrap_or(("", &rec));
                     let usec: u64 = head.split(',').nth(2).and_then(|v| v.parse().ok()).unwrap_or(0);
                     let line = format!("{:>5}.{:06} {}", usec / 1_000_000, usec % 1_000_000, msg.lines().next().unwrap_or(""));
-                    self.logs.line("kernel", &line);
+                    self.logs.line("kernel", &line, &mut |log, line| publish(control, log, line, now));
                 }
                 Ok(_) => break,
                 // EPIPE: records were overwritten before we read them; go on.
@@ -185,5 +197,12 @@ impl Init {
                 self.net_status = Some(status);
             }
         }
+    }
+}
+
+/// Hands a new log line to the control socket's followers of that log.
+fn publish(control: &mut Option<crate::control::Control>, log: &str, line: &str, now: Instant) {
+    if let Some(c) = control {
+        c.publish(log, line, now);
     }
 }

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
-use std::os::unix::net::UnixStream;
 
 pub const RING_BYTES: usize = 64 * 1024;
 pub const FILE_BYTES: u64 = 1024 * 1024;
@@ -86,14 +85,17 @@ struct Log {
     file_failed: bool,
 }
 
-/// Every service's log, plus the clients following one.
+/// Every service's log. New lines also go to a `publish` callback (the
+/// control socket's followers), which must not block.
 #[derive(Default)]
 pub struct Logs {
     logs: BTreeMap<String, Log>,
     partial: BTreeMap<(String, u8), Vec<u8>>,
-    followers: Vec<(String, UnixStream)>,
     to_disk: bool,
 }
+
+/// Where each new line goes besides the log: (log name, stamped line).
+pub type Publish<'a> = dyn FnMut(&str, &str) + 'a;
 
 impl Logs {
     /// Files are written only when /var is STATE; a tmpfs /var would only eat memory.
@@ -114,7 +116,7 @@ impl Logs {
     }
 
     /// Adds one line, stamped with the time since boot.
-    pub fn line(&mut self, name: &str, text: &str) {
+    pub fn line(&mut self, name: &str, text: &str, publish: &mut Publish<'_>) {
         let mut text = text.trim_end_matches('\r').to_string();
         if text.len() > MAX_LINE {
             let mut cut = MAX_LINE;
@@ -134,25 +136,25 @@ impl Logs {
                 }
             }
         }
-        log.ring.push(stamped.clone());
-        self.followers.retain_mut(|(n, s)| n != name || s.write_all(format!("{stamped}\n").as_bytes()).is_ok());
+        publish(name, &stamped);
+        log.ring.push(stamped);
     }
 
     /// Feeds bytes read from a service's stdout (stream 1) or stderr (2).
-    pub fn feed(&mut self, name: &str, stream: u8, bytes: &[u8]) {
+    pub fn feed(&mut self, name: &str, stream: u8, bytes: &[u8], publish: &mut Publish<'_>) {
         let key = (name.to_string(), stream);
         let mut buf = self.partial.remove(&key).unwrap_or_default();
         buf.extend_from_slice(bytes);
         let mut start = 0;
         while let Some(nl) = buf[start..].iter().position(|&b| b == b'\n') {
             let line = String::from_utf8_lossy(&buf[start..start + nl]).into_owned();
-            self.line(name, &line);
+            self.line(name, &line, publish);
             start += nl + 1;
         }
         let mut rest = buf.split_off(start);
         if rest.len() > MAX_LINE {
             let line = String::from_utf8_lossy(&rest).into_owned();
-            self.line(name, &line);
+            self.line(name, &line, publish);
             rest.clear();
         }
         if !rest.is_empty() {
@@ -162,10 +164,6 @@ impl Logs {
 
     pub fn text(&self, name: &str) -> Option<String> {
         self.logs.get(name).map(|l| l.ring.text())
-    }
-
-    pub fn follow(&mut self, name: &str, stream: UnixStream) {
-        self.followers.push((name.to_string(), stream));
     }
 }
 
@@ -203,10 +201,13 @@ mod tests {
     #[test]
     fn partial_lines_wait_for_their_newline() {
         let mut logs = Logs::new(false);
-        logs.feed("s", 1, b"hel");
+        let mut published = Vec::new();
+        let mut publish = |n: &str, l: &str| published.push(format!("{n}: {l}"));
+        logs.feed("s", 1, b"hel", &mut publish);
         assert_eq!(logs.text("s"), None);
-        logs.feed("s", 1, b"lo\nwor");
-        logs.feed("s", 2, b"err\n");
+        logs.feed("s", 1, b"lo\nwor", &mut publish);
+        logs.feed("s", 2, b"err\n", &mut publish);
+        assert!(published.len() == 2 && published[0].starts_with("s: [") && published[0].ends_with("] hello"), "{published:?}");
         let text = logs.text("s").unwrap();
         assert!(text.contains("] hello\n") && text.contains("] err\n") && !text.contains("wor"), "{text}");
     }

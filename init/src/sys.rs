@@ -165,12 +165,10 @@ pub fn read_signals(fd: &OwnedFd) -> Vec<u32> {
     out
 }
 
-/// poll(2) on a set of fds for readability; returns which ones are readable.
-pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd { fd, events: libc::POLLIN, revents: 0 })
-        .collect();
+/// poll(2) on a set of fds, each with the events it waits for; returns which
+/// ones have something to say (an event asked for, a hang-up or an error).
+pub fn poll(fds: &[(RawFd, libc::c_short)], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
     let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
     // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
     let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
@@ -182,6 +180,12 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec
         return Err(err);
     }
     Ok(pfds.iter().map(|p| p.revents != 0).collect())
+}
+
+/// poll(2) for readability only.
+pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let fds: Vec<(RawFd, libc::c_short)> = fds.iter().map(|&fd| (fd, libc::POLLIN)).collect();
+    poll(&fds, timeout)
 }
 
 /// A pipe whose read end wakes the main loop; both ends close on exec.
