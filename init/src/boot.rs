@@ -119,7 +119,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
         .open("/dev/kmsg")
         .ok();
-    let logs = logs::Logs::new(stage2 && sys::is_mountpoint(Path::new("/var")));
+    let logs = logs::Logs::new(stage2 && mounts::var_is_state());
     if settings.debug_shell {
         let shell = [format!("{}/sh", disk::DEBUG_BIN), "/bin/sh".to_string()].into_iter().find(|p| Path::new(p).exists());
         if let Some(shell) = shell {

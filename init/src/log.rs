@@ -5,15 +5,18 @@ use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::OpenOptionsExt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Level, Metadata, Subscriber};
 
+/// The files are shared, not guarded: a line is written with no lock held,
+/// so a thread waiting on a full console never holds up another.
 struct Sinks {
-    console: Option<File>,
-    kmsg: Option<File>,
+    console: Option<Arc<File>>,
+    kmsg: Option<Arc<File>>,
 }
 
 /// The subscriber: formats one line an event, writes it to both sinks.
@@ -21,6 +24,22 @@ pub struct Logger {
     max: AtomicUsize,
     sinks: Mutex<Sinks>,
     dropped: AtomicU64,
+    /// The console refused a line after waiting: until it takes one again,
+    /// only must-see lines wait.
+    stuck: AtomicBool,
+}
+
+/// How long one line may wait for a full console: must-see lines (ready,
+/// shutdown, panic), then warnings and errors. Info and below never wait.
+const MUST_PATIENCE: Duration = Duration::from_millis(200);
+const WARN_PATIENCE: Duration = Duration::from_millis(50);
+
+/// How long a line may wait for the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Urgency {
+    Drop,
+    Warn,
+    Must,
 }
 
 fn level_rank(l: &Level) -> usize {
@@ -50,10 +69,15 @@ fn open_kmsg() -> Option<File> {
 
 impl Logger {
     fn new(level: Level) -> Logger {
+        Logger::with_sinks(level, open_console(), open_kmsg())
+    }
+
+    fn with_sinks(level: Level, console: Option<File>, kmsg: Option<File>) -> Logger {
         Logger {
             max: AtomicUsize::new(level_rank(&level)),
-            sinks: Mutex::new(Sinks { console: open_console(), kmsg: open_kmsg() }),
+            sinks: Mutex::new(Sinks { console: console.map(Arc::new), kmsg: kmsg.map(Arc::new) }),
             dropped: AtomicU64::new(0),
+            stuck: AtomicBool::new(false),
         }
     }
 
@@ -62,10 +86,10 @@ impl Logger {
     pub fn reopen(&self) {
         if let Ok(mut s) = self.sinks.lock() {
             if s.console.is_none() {
-                s.console = open_console();
+                s.console = open_console().map(Arc::new);
             }
             if s.kmsg.is_none() {
-                s.kmsg = open_kmsg();
+                s.kmsg = open_kmsg().map(Arc::new);
             }
         }
     }
@@ -74,33 +98,43 @@ impl Logger {
         self.max.store(level_rank(&level), Ordering::Relaxed);
     }
 
-    /// Writes one line. `must` lines (the ready line, shutdown) are retried
-    /// briefly when the console is full instead of dropped.
-    pub fn write_line(&self, line: &str, must: bool) {
-        let Ok(mut sinks) = self.sinks.lock() else { return };
-        if let Some(kmsg) = sinks.kmsg.as_mut() {
+    /// Writes one line. Must-see lines (the ready line, shutdown) and
+    /// warnings wait a moment when the console is full; the rest are dropped
+    /// (they are in the kernel log either way).
+    pub fn write_line(&self, line: &str, urgency: Urgency) {
+        let (console, kmsg) = match self.sinks.lock() {
+            Ok(s) => (s.console.clone(), s.kmsg.clone()),
+            Err(_) => return,
+        };
+        if let Some(kmsg) = kmsg {
             // Level 7 (debug) keeps the kernel from echoing our line to the
             // console a second time; our own writer below does that.
-            let _ = kmsg.write_all(format!("<7>{line}\n").as_bytes());
+            let _ = (&*kmsg).write_all(format!("<7>{line}\n").as_bytes());
         }
-        if let Some(console) = sinks.console.as_mut() {
-            let bytes = format!("{line}\r\n");
-            let mut rest = bytes.as_bytes();
-            let mut tries = if must { 200 } else { 0 };
-            while !rest.is_empty() {
-                match console.write(rest) {
-                    Ok(n) => rest = &rest[n..],
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries > 0 => {
-                        tries -= 1;
-                        std::thread::sleep(std::time::Duration::from_millis(1));
-                    }
-                    Err(_) => {
-                        self.dropped.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
+        let Some(console) = console else { return };
+        let patience = match urgency {
+            Urgency::Must => MUST_PATIENCE,
+            Urgency::Warn if !self.stuck.load(Ordering::Relaxed) => WARN_PATIENCE,
+            _ => Duration::ZERO,
+        };
+        let bytes = format!("{line}\r\n");
+        let mut rest = bytes.as_bytes();
+        let mut tries = patience.as_millis();
+        while !rest.is_empty() {
+            match (&*console).write(rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock && tries > 0 => {
+                    tries -= 1;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(_) => {
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    self.stuck.store(true, Ordering::Relaxed);
+                    return;
                 }
             }
         }
+        self.stuck.store(false, Ordering::Relaxed);
     }
 }
 
@@ -171,7 +205,8 @@ impl Subscriber for Handle {
         event.record(&mut line);
         let level = event.metadata().level();
         let text = format_event(level, &line.message, &line.fields);
-        self.0.write_line(&text, *level <= Level::WARN);
+        let urgency = if *level <= Level::WARN { Urgency::Warn } else { Urgency::Drop };
+        self.0.write_line(&text, urgency);
     }
     fn enter(&self, _: &Id) {}
     fn exit(&self, _: &Id) {}
@@ -186,5 +221,33 @@ mod tests {
         assert_eq!(format_event(&Level::INFO, "hello", " a=1"), "cairn-init: hello a=1");
         assert_eq!(format_event(&Level::WARN, "odd", ""), "cairn-init: WARN odd");
         assert_eq!(format_event(&Level::ERROR, "bad", ""), "cairn-init: ERROR bad");
+    }
+
+    /// A console pipe that is full and never read, as a stopped serial line.
+    fn stuck_console() -> (Logger, std::os::fd::OwnedFd) {
+        let (rd, wr) = crate::sys::pipe().unwrap();
+        let console = File::from(wr);
+        while (&console).write(&[b'x'; 4096]).is_ok() {}
+        let kmsg = File::options().write(true).open("/dev/null").unwrap();
+        (Logger::with_sinks(Level::INFO, Some(console), Some(kmsg)), rd)
+    }
+
+    #[test]
+    fn a_warning_on_a_stuck_console_holds_no_lock_and_waits_once() {
+        let (logger, _rd) = stuck_console();
+        let logger = Arc::new(logger);
+        let waiting = {
+            let l = Arc::clone(&logger);
+            std::thread::spawn(move || l.write_line("first", Urgency::Warn))
+        };
+        std::thread::sleep(Duration::from_millis(10));
+        let start = std::time::Instant::now();
+        logger.reopen();
+        assert!(start.elapsed() < Duration::from_millis(40), "the sinks were locked for {:?}", start.elapsed());
+        waiting.join().unwrap();
+        let start = std::time::Instant::now();
+        logger.write_line("second", Urgency::Warn);
+        assert!(start.elapsed() < Duration::from_millis(20), "a second warning waited {:?}", start.elapsed());
+        assert_eq!(logger.dropped.load(Ordering::Relaxed), 2);
     }
 }

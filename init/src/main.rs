@@ -105,7 +105,7 @@ fn panic_hook(info: &std::panic::PanicHookInfo<'_>) {
 /// before the logger exists.
 fn say(line: &str) {
     match log::get() {
-        Some(l) => l.write_line(line, true),
+        Some(l) => l.write_line(line, log::Urgency::Must),
         None => {
             let _ = std::fs::write("/dev/console", format!("{line}\n"));
         }

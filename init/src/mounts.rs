@@ -127,6 +127,25 @@ impl Mounter for RealMounter {
     }
 }
 
+/// Whether /var is the STATE partition itself, not the tmpfs that stands in
+/// when STATE is missing or any other mount. Logs go to disk only then, and
+/// the update verdict requires it.
+pub fn var_is_state() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let var = Path::new("/var");
+    crate::sys::is_mountpoint(var)
+        && std::fs::metadata(var).is_ok_and(|m| dev_is_labelled(m.dev(), Path::new("/sys/class/block"), "STATE"))
+}
+
+/// Whether device number `dev` is a partition with this GPT label.
+fn dev_is_labelled(dev: u64, sys_class_block: &Path, label: &str) -> bool {
+    let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
+    cairn_gpt::sysfs::scan(sys_class_block).iter().any(|d| {
+        d.partname.as_deref() == Some(label)
+            && std::fs::read_to_string(sys_class_block.join(&d.name).join("dev")).is_ok_and(|n| n.trim() == want)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,5 +227,23 @@ mod tests {
         assert!(failed.is_empty());
         assert_eq!(rec.calls, ["umount /run", "umount /dev", "umount -l /dev", "umount /proc"]);
         assert!(done.targets.is_empty());
+    }
+
+    #[test]
+    fn state_is_recognised_by_its_label_and_device_number() {
+        use std::os::unix::fs::MetadataExt;
+        let sys = std::env::temp_dir().join(format!("cairn-sysblock-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&sys);
+        let dev = std::fs::metadata(std::env::temp_dir()).unwrap().dev();
+        for (name, label, number) in [("vda3", "STATE", format!("{}:{}", libc::major(dev), libc::minor(dev))), ("vdb3", "STATE", "8:19".into())] {
+            std::fs::create_dir_all(sys.join(name)).unwrap();
+            std::fs::write(sys.join(name).join("uevent"), format!("PARTN=3\nPARTNAME={label}\n")).unwrap();
+            std::fs::write(sys.join(name).join("size"), "2048\n").unwrap();
+            std::fs::write(sys.join(name).join("dev"), format!("{number}\n")).unwrap();
+        }
+        assert!(dev_is_labelled(dev, &sys, "STATE"));
+        assert!(!dev_is_labelled(dev, &sys, "ROOT-A"));
+        assert!(!dev_is_labelled(libc::makedev(0, 99), &sys, "STATE"), "a tmpfs is not STATE");
+        std::fs::remove_dir_all(&sys).unwrap();
     }
 }
