@@ -9,6 +9,9 @@ KERNEL_DIR := build/kernel
 DEBROOT := build/debroot
 INIT_BIN := target/$(TARGET)/release/cairn-init
 CTL_BIN := target/$(TARGET)/release/cairnctl
+# The test images' cairnctl: honours `pause-at` (fault injection) for the
+# power-cut tests. out/cairn.raw never carries it.
+CTL_FAULT_BIN := build/cairnctl-fault-injection
 SVCLOAD_BIN := target/$(TARGET)/release/cairn-svcload
 # The embedded default configuration: serial console, quiet kernel, reboot 5 s
 # after a kernel panic, and LSMs picked so AppArmor stays off (Docker needs it so).
@@ -33,8 +36,13 @@ kernel: deps
 	@kernel-config/fetch-kernel $(KERNEL_DIR)
 	@$(CARGO) run -q --release -p cairn-kconfig -- check $(KERNEL_DIR)/boot/config-$(RELEASE)
 
+STATIC := RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
+# The fault-injection cairnctl first, so $(CTL_BIN) is the production one
+# afterwards (cargo keeps both builds; switching back costs no compile).
 build: deps
-	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload
+	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairnctl --features cairnctl/fault-injection
+	@mkdir -p build && cp $(CTL_BIN) $(CTL_FAULT_BIN)
+	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload
 	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
 
 debs: deps
@@ -45,7 +53,10 @@ keys: build
 	@test -f $(KEYS)/release.key || $(IMAGE) keygen --out $(KEYS)/release.key --id release
 	@(echo "threshold 1"; cat $(KEYS)/release.key.pub) > $(KEYS)/keyring
 
-ROOT_ARGS = --init $(INIT_BIN) --cairnctl $(CTL_BIN) --svcload $(SVCLOAD_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
+ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
+ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_BIN)
+# The debug disk and the update fixtures: the same root with the fault-injection cairnctl.
+TEST_ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_FAULT_BIN)
 image: kernel debs build keys
 	@mkdir -p out
 	echo "$(SOURCE_DATE_EPOCH)" > out/source-date-epoch
@@ -54,9 +65,10 @@ image: kernel debs build keys
 	$(IMAGE) initramfs --out out/bench-busybox.img --init bench/busybox-init --busybox /bin/busybox
 	cp $(KERNEL_DIR)/boot/vmlinuz-$(RELEASE) out/vmlinuz
 	$(IMAGE) root --out build/root.img $(ROOT_ARGS) --services services --version $(VERSION)
+	$(IMAGE) root --out build/test-root.img $(TEST_ROOT_ARGS) --services services --version $(VERSION)
 	$(IMAGE) disk --out out/cairn.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs.img \
 		--cmdline "$(CMDLINE)" --cmdline-out out/cmdline --qcow2 out/cairn.qcow2 --version $(VERSION)
-	$(IMAGE) disk --out build/cairn-debug.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs-debug.img \
+	$(IMAGE) disk --out build/cairn-debug.raw --root build/test-root.img --vmlinuz out/vmlinuz --initramfs out/initramfs-debug.img \
 		--cmdline "$(CMDLINE) cairn.debug=shell" --qcow2 out/cairn-debug.qcow2 --version $(VERSION)
 
 # What the update tests install over the debug image: the same build as a
@@ -65,9 +77,9 @@ image: kernel debs build keys
 test-fixtures: image
 	@mkdir -p $(TESTDIR)
 	echo "$(CMDLINE) cairn.debug=shell" > $(TESTDIR)/cmdline
-	$(IMAGE) root --out $(TESTDIR)/good-root.img $(ROOT_ARGS) --services services --version 0.2.0
-	$(IMAGE) root --out $(TESTDIR)/unhealthy-root.img $(ROOT_ARGS) --services services --services tests/fixtures/services --version 0.2.0
-	$(IMAGE) root --out $(TESTDIR)/hang-root.img $(ROOT_ARGS) --services services --version 0.2.0 --init tests/fixtures/hang-init
+	$(IMAGE) root --out $(TESTDIR)/good-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0
+	$(IMAGE) root --out $(TESTDIR)/unhealthy-root.img $(TEST_ROOT_ARGS) --services services --services tests/fixtures/services --version 0.2.0
+	$(IMAGE) root --out $(TESTDIR)/hang-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0 --init tests/fixtures/hang-init
 	$(IMAGE) initramfs --out $(TESTDIR)/panic-initramfs.img --init tests/fixtures/no-init
 
 run: image

@@ -299,6 +299,21 @@ fn refused_updates_leave_slot_and_esp_byte_for_byte_unchanged() {
     m.kill();
 }
 
+/// `make build` leaves the production cairnctl (the one `out/cairn.raw`
+/// carries, see `two_builds_give_identical_images`) at its usual place, and
+/// the one with fault injection beside it for the test images only. No QEMU.
+#[test]
+fn only_the_test_images_cairnctl_can_pause_an_update() {
+    let r = repo();
+    let read = |p: &str| std::fs::read(r.join(p)).unwrap_or_else(|e| panic!("{p} (from `make build`): {e}"));
+    let production = read("target/x86_64-unknown-linux-gnu/release/cairnctl");
+    let test = read("build/cairnctl-fault-injection");
+    let marker: &[u8] = b"(pause-at on STATE)";
+    let holds = |bin: &[u8]| bin.windows(marker.len()).any(|w| w == marker);
+    assert!(holds(&test), "the test cairnctl has the pause code (else this check proves nothing)");
+    assert!(!holds(&production), "the production cairnctl carries the pause-at code");
+}
+
 /// Cuts the power at `step` of an update (the updater stops there when STATE
 /// says so), boots again, and then finishes the update.
 fn cut_power_at(step: &str) {

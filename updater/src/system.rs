@@ -157,6 +157,11 @@ pub fn lock(path: &str) -> Result<std::fs::File, SystemError> {
 /// power once: the boot after the cut runs the same step again, and a second
 /// pause there would hold the update lock on a machine the test wants to
 /// inspect.
+///
+/// Only in builds with the `fault-injection` feature (the test images'
+/// cairnctl): on a production image anyone who can write STATE could
+/// otherwise stall every update at will.
+#[cfg(feature = "fault-injection")]
 pub fn checkpoint(dir: &Path, step: &str) {
     let file = dir.join("pause-at");
     let Ok(want) = std::fs::read_to_string(&file) else { return };
@@ -173,6 +178,13 @@ pub fn checkpoint(dir: &Path, step: &str) {
     }
 }
 
+/// Without the `fault-injection` feature a `pause-at` file is ignored.
+#[cfg(not(feature = "fault-injection"))]
+pub fn checkpoint(_dir: &Path, _step: &str) {}
+
+/// Whether this build honours `pause-at` (see [`checkpoint`]).
+pub const FAULT_INJECTION: bool = cfg!(feature = "fault-injection");
+
 /// Wall-clock seconds.
 pub fn now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
@@ -188,5 +200,25 @@ mod tests {
         assert_eq!(running_slot("console=ttyS0"), None);
         assert_eq!(os_version("NAME=Cairn\nVERSION_ID=0.2.0\n"), Some(Version(0, 2, 0)));
         assert_eq!(os_version("VERSION_ID=\"1.0.3\"\n"), Some(Version(1, 0, 3)));
+    }
+
+    /// A default build (what `out/cairn.raw` carries) goes on past a
+    /// requested pause and leaves the request where it was.
+    #[cfg(not(feature = "fault-injection"))]
+    #[test]
+    fn without_the_feature_pause_at_is_ignored() {
+        let dir = std::env::temp_dir().join(format!("cairn-pause-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("pause-at"), "staged\n").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let d = dir.clone();
+        std::thread::spawn(move || {
+            checkpoint(&d, "staged");
+            let _ = tx.send(());
+        });
+        assert!(rx.recv_timeout(std::time::Duration::from_secs(5)).is_ok(), "the checkpoint paused");
+        assert!(dir.join("pause-at").exists());
+        assert!(!FAULT_INJECTION);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
