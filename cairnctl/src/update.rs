@@ -78,8 +78,13 @@ pub fn run(args: &[String]) -> Result<()> {
                     "ca" if !v.is_empty() => {
                         cairn_updater::http::Trust::new(Some(std::path::Path::new(v)))?;
                     }
-                    "url" | "channel" | "ca" => {}
-                    _ => bail!("`{k}`: the keys are url, channel and ca (a PEM file of CAs for an https repository; empty to drop it)"),
+                    "proxy" if !v.is_empty() => {
+                        cairn_updater::http::Trust::with_proxy(None, Some(v))?;
+                    }
+                    "url" | "channel" | "ca" | "proxy" => {}
+                    _ => bail!(
+                        "`{k}`: the keys are url, channel, ca (a PEM file of CAs for an https repository) and proxy (an http:// proxy URL); an empty value drops ca or proxy"
+                    ),
                 }
                 config.retain(|(key, _)| key != k);
                 config.push((k.to_string(), v.to_string()));

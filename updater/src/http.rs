@@ -1,104 +1,111 @@
-//! Just enough HTTP/1.1 to fetch from a static update repository: GET with an
-//! optional byte range, over plain TCP or TLS (rustls). The repository needs
-//! no trust for integrity: every byte is checked against the signed manifest.
-//! TLS keeps the download private and makes it harder to withhold updates;
-//! servers are checked against Mozilla's roots (compiled in) and, for a
-//! private repository, one more CA file.
+//! Fetching from a static update repository: GET with an optional byte range
+//! over HTTP or HTTPS, with `ureq` (rustls on ring). ureq bounds the response
+//! head, follows redirects (mirrors, CDNs), takes a proxy from `proxy=` or
+//! `HTTPS_PROXY`/`HTTP_PROXY`/`ALL_PROXY` (and `NO_PROXY`), and takes IPv6
+//! hosts as `[::1]`. The repository needs no trust for integrity: every byte
+//! is checked against the signed manifest. TLS keeps the download private
+//! and makes it harder to withhold updates; servers are checked against
+//! Mozilla's roots (compiled in) and, for a private repository, one more CA
+//! file.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::Read;
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig, TlsProvider};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error("{url}: not an http:// or https:// URL")]
     Scheme { url: String },
+    /// The network, TLS, a timeout or the server's answer broke the request.
+    #[error("{url}: {source}")]
+    Request { url: String, source: ureq::Error },
     #[error("{url}: {source}")]
     Io { url: String, source: std::io::Error },
     #[error("{url}: the server answered {status}")]
-    Status { url: String, status: String },
+    Status { url: String, status: u16 },
     #[error("{url}: malformed answer: {what}")]
     Malformed { url: String, what: String },
     #[error("{path}: {what}")]
     Ca { path: String, what: String },
+    #[error("proxy={proxy}: {source}")]
+    Proxy { proxy: String, source: ureq::Error },
 }
 
-/// How to trust HTTPS servers: Mozilla's roots, plus the CAs in `extra_ca`.
+impl HttpError {
+    /// Whether trying again may help: the network or the server had a
+    /// moment, as opposed to an answer that is wrong.
+    pub fn transient(&self) -> bool {
+        use ureq::Error as E;
+        match self {
+            HttpError::Io { .. } => true,
+            HttpError::Request { source, .. } => {
+                matches!(source, E::Io(_) | E::Timeout(_) | E::HostNotFound | E::ConnectionFailed | E::BodyStalled)
+            }
+            HttpError::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// The largest response head taken (status line and headers).
+pub const MAX_HEAD: usize = 16 << 10;
+/// Redirects followed, as a mirror or CDN answers.
+pub const MAX_REDIRECTS: u32 = 5;
+
+/// How to reach and trust update servers: Mozilla's roots plus the CAs in
+/// `extra_ca`, and a proxy when one is set.
 #[derive(Clone)]
 pub struct Trust {
-    config: Arc<rustls::ClientConfig>,
+    agent: ureq::Agent,
 }
 
 impl Trust {
     pub fn new(extra_ca: Option<&Path>) -> Result<Trust, HttpError> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        if let Some(path) = extra_ca {
-            let added = add_pem(&mut roots, path)?;
-            if added == 0 {
-                return Err(HttpError::Ca { path: path.display().to_string(), what: "holds no PEM certificate".into() });
+        Trust::with_proxy(extra_ca, None)
+    }
+
+    /// `proxy` overrides the environment's `HTTPS_PROXY` and the like.
+    pub fn with_proxy(extra_ca: Option<&Path>, proxy: Option<&str>) -> Result<Trust, HttpError> {
+        let roots = match extra_ca {
+            None => RootCerts::WebPki,
+            Some(path) => {
+                let extra = read_ca(path)?;
+                let mozilla = webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().map(|c| Certificate::from_der(c.as_ref()).to_owned());
+                RootCerts::new_with_certs(&mozilla.chain(extra).collect::<Vec<_>>())
             }
+        };
+        let tls = TlsConfig::builder().provider(TlsProvider::Rustls).root_certs(roots).build();
+        let mut config = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .max_redirects(MAX_REDIRECTS)
+            .max_response_header_size(MAX_HEAD)
+            .user_agent("cairn-updater");
+        if let Some(p) = proxy.filter(|p| !p.is_empty()) {
+            let proxy = ureq::Proxy::new(p).map_err(|source| HttpError::Proxy { proxy: p.into(), source })?;
+            config = config.proxy(Some(proxy));
         }
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .map_err(|e| HttpError::Ca { path: "TLS".into(), what: e.to_string() })?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Ok(Trust { config: Arc::new(config) })
+        Ok(Trust { agent: config.build().into() })
     }
 }
 
-/// Adds every certificate in a PEM file; returns how many.
-fn add_pem(roots: &mut rustls::RootCertStore, path: &Path) -> Result<usize, HttpError> {
-    use rustls::pki_types::{pem::PemObject, CertificateDer};
+/// Every certificate in a PEM file, each checked to be a usable CA.
+fn read_ca(path: &Path) -> Result<Vec<Certificate<'static>>, HttpError> {
     let bad = |what: String| HttpError::Ca { path: path.display().to_string(), what };
-    let certs = CertificateDer::pem_file_iter(path).map_err(|e| bad(e.to_string()))?;
-    let mut n = 0;
-    for cert in certs {
-        let cert = cert.map_err(|e| bad(e.to_string()))?;
-        roots.add(cert).map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
-        n += 1;
-    }
-    Ok(n)
-}
-
-/// The connection under an answer.
-enum Stream {
-    Plain(TcpStream),
-    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
-}
-
-impl Read for Stream {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.read(buf),
-            Stream::Tls(s) => match s.read(buf) {
-                // Static servers often close without a TLS close_notify; the
-                // length checks against the manifest catch a cut body.
-                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(0),
-                other => other,
-            },
+    let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let mut out = Vec::new();
+    for item in ureq::tls::parse_pem(&pem) {
+        if let PemItem::Certificate(cert) = item.map_err(|e| bad(e.to_string()))? {
+            let mut check = rustls::RootCertStore::empty();
+            check.add(cert.der().to_vec().into()).map_err(|e| bad(format!("not a usable CA certificate: {e}")))?;
+            out.push(cert);
         }
     }
-}
-
-impl Write for Stream {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        match self {
-            Stream::Plain(s) => s.write(buf),
-            Stream::Tls(s) => s.write(buf),
-        }
+    if out.is_empty() {
+        return Err(bad("holds no PEM certificate".into()));
     }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        match self {
-            Stream::Plain(s) => s.flush(),
-            Stream::Tls(s) => s.flush(),
-        }
-    }
+    Ok(out)
 }
 
 /// An answer whose body is still to be read.
@@ -108,10 +115,10 @@ pub struct Response {
     pub status: u16,
     /// Content-Length, when the server sent one.
     pub length: Option<u64>,
-    /// For a 206: where the body starts and the whole file's size.
-    pub range_start: u64,
+    /// The whole file's size: Content-Length of a 200, the total of a 206's
+    /// Content-Range.
     pub total: Option<u64>,
-    body: BufReader<Stream>,
+    body: ureq::BodyReader<'static>,
 }
 
 impl Read for Response {
@@ -125,7 +132,7 @@ impl Response {
     pub fn bytes(mut self, limit: u64) -> Result<Vec<u8>, HttpError> {
         let mut out = Vec::new();
         let url = self.url.clone();
-        (&mut self).take(limit + 1).read_to_end(&mut out).map_err(|source| HttpError::Io { url: url.clone(), source })?;
+        (&mut self).take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|source| HttpError::Io { url: url.clone(), source })?;
         if out.len() as u64 > limit {
             return Err(HttpError::Malformed { url, what: format!("larger than {limit} bytes") });
         }
@@ -143,115 +150,66 @@ pub fn join(base: &str, name: &str) -> String {
     format!("{}/{}", base.trim_end_matches('/'), name)
 }
 
-/// GET `url`, from byte `from` on when it is not zero.
-pub fn get(url: &str, from: u64, timeout: Duration, trust: &Trust) -> Result<Response, HttpError> {
-    let (tls, rest) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
-        (Some(rest), _) => (false, rest),
-        (_, Some(rest)) => (true, rest),
-        _ => return Err(HttpError::Scheme { url: url.into() }),
-    };
-    let (hostport, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let io = |source| HttpError::Io { url: url.into(), source };
-    let default_port = if tls { 443 } else { 80 };
-    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h).trim_start_matches('[').trim_end_matches(']');
-    let addr_text = if hostport.contains(':') { hostport.to_string() } else { format!("{hostport}:{default_port}") };
-    let addr = addr_text
-        .to_socket_addrs()
-        .map_err(io)?
-        .next()
-        .ok_or_else(|| HttpError::Malformed { url: url.into(), what: format!("{hostport} has no address") })?;
-    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(io)?;
-    stream.set_read_timeout(Some(timeout)).map_err(io)?;
-    stream.set_write_timeout(Some(timeout)).map_err(io)?;
-    let mut stream = if tls {
-        let name = rustls::pki_types::ServerName::try_from(host.to_string())
-            .map_err(|e| HttpError::Malformed { url: url.into(), what: format!("`{host}` is not a server name: {e}") })?;
-        let conn = rustls::ClientConnection::new(trust.config.clone(), name)
-            .map_err(|e| HttpError::Io { url: url.into(), source: std::io::Error::other(e) })?;
-        Stream::Tls(Box::new(rustls::StreamOwned::new(conn, stream)))
-    } else {
-        Stream::Plain(stream)
-    };
-    let range = if from > 0 { format!("Range: bytes={from}-\r\n") } else { String::new() };
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {hostport}\r\nUser-Agent: cairn-updater\r\n{range}Connection: close\r\n\r\n");
-    // With TLS, this is where the handshake happens and the server's
-    // certificate is checked; rustls names what failed.
-    stream.write_all(request.as_bytes()).and_then(|()| stream.flush()).map_err(io)?;
-    let mut body = BufReader::with_capacity(1 << 20, stream);
-    let mut line = String::new();
-    body.read_line(&mut line).map_err(io)?;
-    let status_text = line.trim_end().to_string();
-    let status: u16 = status_text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| HttpError::Malformed { url: url.into(), what: format!("status line `{status_text}`") })?;
-    let mut length = None;
-    let mut range_start = 0;
-    let mut total = None;
-    let mut chunked = false;
-    loop {
-        line.clear();
-        if body.read_line(&mut line).map_err(io)? == 0 {
-            return Err(HttpError::Malformed { url: url.into(), what: "headers cut short".into() });
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        let Some((k, v)) = l.split_once(':') else { continue };
-        let v = v.trim();
-        match k.trim().to_ascii_lowercase().as_str() {
-            "content-length" => length = v.parse().ok(),
-            "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
-            // bytes START-END/TOTAL
-            "content-range" => {
-                let spec = v.trim_start_matches("bytes").trim();
-                if let Some((r, t)) = spec.split_once('/') {
-                    range_start = r.split('-').next().and_then(|s| s.parse().ok()).unwrap_or(0);
-                    total = t.parse().ok();
-                }
-            }
-            _ => {}
-        }
+/// How long to wait for the connection, the answer's head and each read.
+pub struct Timeouts {
+    /// Connect, head, and any one read or write.
+    pub step: Duration,
+    /// The whole request, body included.
+    pub whole: Duration,
+}
+
+/// GET `url`, from byte `from` on when it is not zero. A 206 must start
+/// exactly at `from`.
+pub fn get(url: &str, from: u64, t: &Timeouts, trust: &Trust) -> Result<Response, HttpError> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(HttpError::Scheme { url: url.into() });
     }
-    if chunked {
-        return Err(HttpError::Malformed { url: url.into(), what: "chunked transfer encoding is not supported".into() });
+    let mut req = trust.agent.get(url);
+    if from > 0 {
+        req = req.header("Range", format!("bytes={from}-"));
     }
+    let resp = req
+        .config()
+        .timeout_global(Some(t.whole))
+        .timeout_connect(Some(t.step))
+        .timeout_recv_response(Some(t.step))
+        .timeout_per_read(Some(t.step))
+        .build()
+        .call()
+        .map_err(|source| HttpError::Request { url: url.into(), source })?;
+    let status = resp.status().as_u16();
     if status != 200 && status != 206 {
-        return Err(HttpError::Status { url: url.into(), status: status_text });
+        return Err(HttpError::Status { url: url.into(), status });
     }
-    if status == 200 {
-        total = length;
-    }
-    Ok(Response { url: url.into(), status, length, range_start, total, body })
+    let header = |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(str::trim);
+    let malformed = |what: String| HttpError::Malformed { url: url.into(), what };
+    let length = match header("content-length") {
+        Some(v) => Some(v.parse::<u64>().map_err(|_| malformed(format!("Content-Length `{v}`")))?),
+        None => None,
+    };
+    let total = if status == 206 {
+        let v = header("content-range").ok_or_else(|| malformed("a 206 without Content-Range".into()))?;
+        let (start, end, total) = content_range(v).ok_or_else(|| malformed(format!("Content-Range `{v}`")))?;
+        if start != from {
+            return Err(malformed(format!("Content-Range `{v}` starts at {start}, asked for byte {from} on")));
+        }
+        if length.is_some_and(|l| Some(l) != (end - start).checked_add(1)) {
+            return Err(malformed(format!("Content-Range `{v}` and Content-Length {} disagree", length.unwrap_or(0))));
+        }
+        Some(total)
+    } else {
+        length
+    };
+    Ok(Response { url: url.into(), status, length, total, body: resp.into_body().into_reader() })
+}
+
+/// `bytes START-END/TOTAL` with START <= END < TOTAL.
+fn content_range(v: &str) -> Option<(u64, u64, u64)> {
+    let (range, total) = v.strip_prefix("bytes ")?.trim().split_once('/')?;
+    let (start, end) = range.split_once('-')?;
+    let (start, end, total): (u64, u64, u64) = (start.parse().ok()?, end.parse().ok()?, total.parse().ok()?);
+    (start <= end && end < total).then_some((start, end, total))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_ca_file_must_hold_certificates() {
-        let dir = std::env::temp_dir().join(format!("cairn-http-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let empty = dir.join("empty.pem");
-        std::fs::write(&empty, "not a certificate\n").unwrap();
-        let err = Trust::new(Some(&empty)).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("empty.pem: holds no PEM certificate"), "{err}");
-        let err = Trust::new(Some(&dir.join("missing.pem"))).err().map(|e| e.to_string()).unwrap_or_default();
-        assert!(err.contains("missing.pem"), "{err}");
-        assert!(Trust::new(None).is_ok());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn only_http_and_https() {
-        let trust = Trust::new(None).unwrap();
-        let err = get("ftp://example/x", 0, Duration::from_secs(1), &trust).err().map(|e| e.to_string()).unwrap_or_default();
-        assert_eq!(err, "ftp://example/x: not an http:// or https:// URL");
-    }
-}
+mod tests;

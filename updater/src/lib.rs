@@ -11,11 +11,13 @@
 //!   updater keeps on STATE.
 
 pub mod check;
+pub mod download;
 pub mod durable;
 pub mod entries;
 pub mod http;
 pub use cairn_model::manifest;
 pub mod keys;
+pub mod slot;
 pub mod state;
 pub mod system;
 pub mod update;

@@ -14,12 +14,12 @@ use crate::http::{self, HttpError};
 use crate::keys::{KeyError, Keyring};
 use crate::state::{StateError, Store, Trial};
 use crate::system::{self, Esp, SystemError};
-use cairn_model::manifest::{Manifest, Payload, Version};
-use sha2::{Digest, Sha256};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use crate::slot::{verity_check, write_boot_file, write_slot};
+use cairn_model::manifest::{Manifest, Version};
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use crate::slot::{install_root, RootTimes};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -43,7 +43,7 @@ pub enum UpdateError {
     Not(String),
 }
 
-fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpdateError {
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> UpdateError {
     let what = what.into();
     move |source| UpdateError::Io { what, source }
 }
@@ -60,7 +60,7 @@ pub struct Updater {
     pub timeout: Duration,
     pub say: Box<dyn FnMut(&str)>,
     /// Set by [`Updater::check`] from the repository's settings.
-    trust: Option<http::Trust>,
+    pub(crate) trust: Option<http::Trust>,
 }
 
 /// Where updates come from: STATE's settings over the image's.
@@ -69,11 +69,18 @@ pub struct Source {
     pub channel: String,
     /// One more CA (a PEM file) for an https repository with a private CA.
     pub ca: Option<PathBuf>,
+    /// A proxy URL; without one, `HTTPS_PROXY` and the like from the
+    /// environment apply.
+    pub proxy: Option<String>,
 }
 
-const MIB: f64 = 1048576.0;
-const CHUNK: usize = 4 << 20;
-const DOWNLOAD_TRIES: u32 = 5;
+impl Source {
+    pub fn trust(&self) -> Result<http::Trust, HttpError> {
+        http::Trust::with_proxy(self.ca.as_deref(), self.proxy.as_deref())
+    }
+}
+
+pub(crate) const MIB: f64 = 1048576.0;
 
 impl Updater {
     /// The running machine: slot from /proc/cmdline, version from /etc/os-release.
@@ -96,11 +103,11 @@ impl Updater {
         })
     }
 
-    fn say(&mut self, line: &str) {
+    pub(crate) fn say(&mut self, line: &str) {
         (self.say)(line);
     }
 
-    fn pause(&self, step: &str) {
+    pub(crate) fn pause(&self, step: &str) {
         system::checkpoint(&self.store.dir, step);
     }
 
@@ -110,6 +117,7 @@ impl Updater {
         let mut url = String::new();
         let mut channel = "stable".to_string();
         let mut ca = None;
+        let mut proxy = None;
         let image = std::fs::read_to_string("/etc/cairn/update.conf").unwrap_or_default();
         let mut pairs = crate::state::parse_pairs(&image, "/etc/cairn/update.conf")?;
         pairs.extend(self.store.config()?);
@@ -119,22 +127,26 @@ impl Updater {
                 "channel" => channel = v,
                 "ca" if v.is_empty() => ca = None,
                 "ca" => ca = Some(PathBuf::from(v)),
+                "proxy" if v.is_empty() => proxy = None,
+                "proxy" => proxy = Some(v),
                 _ => {}
             }
         }
         if url.is_empty() {
             return Err(UpdateError::Not("no update repository set; run `cairnctl update set url=https://HOST/PATH`".into()));
         }
-        Ok(Source { url, channel, ca })
+        Ok(Source { url, channel, ca, proxy })
     }
 
     /// Fetches the channel's manifest and checks it; nothing is written.
     pub fn check(&mut self) -> Result<(Manifest, String), UpdateError> {
-        let Source { url, channel, ca } = self.source()?;
-        let trust = http::Trust::new(ca.as_deref())?;
-        let base = http::join(&url, &channel);
-        let manifest = http::get(&http::join(&base, "manifest.toml"), 0, self.timeout, &trust)?.bytes(1 << 20)?;
-        let sigs = http::get(&http::join(&base, "manifest.toml.sig"), 0, self.timeout, &trust)?.bytes(1 << 16)?;
+        let source = self.source()?;
+        let trust = source.trust()?;
+        let base = http::join(&source.url, &source.channel);
+        let channel = source.channel;
+        let t = http::Timeouts { step: self.timeout, whole: self.timeout };
+        let manifest = http::get(&http::join(&base, "manifest.toml"), 0, &t, &trust)?.bytes(1 << 20)?;
+        let sigs = http::get(&http::join(&base, "manifest.toml.sig"), 0, &t, &trust)?.bytes(1 << 16)?;
         self.trust = Some(trust);
         let keyring_text = std::fs::read_to_string(&self.keyring).map_err(io(format!("cannot read the trusted keys {}", self.keyring.display())))?;
         let keyring = Keyring::parse(&keyring_text, &self.keyring.display().to_string())?;
@@ -148,117 +160,6 @@ impl Updater {
         };
         let m = check(&manifest, &String::from_utf8_lossy(&sigs), &keyring, &ctx)?;
         Ok((m, base))
-    }
-
-    /// Downloads one payload into `staging/NAME`, resuming what an earlier try
-    /// left, and checks its size and sha256.
-    fn fetch(&mut self, base: &str, file: &str, size: u64, sha256: &str) -> Result<PathBuf, UpdateError> {
-        let dir = self.store.staging();
-        std::fs::create_dir_all(&dir).map_err(io(format!("cannot create {}", dir.display())))?;
-        let path = dir.join(file);
-        let mut hasher = Sha256::new();
-        let mut have = 0u64;
-        let mut resumed = false;
-        if let Ok(mut f) = std::fs::File::open(&path) {
-            have = hash_into(&mut f, u64::MAX, &mut hasher).map_err(io(format!("cannot read {}", path.display())))?;
-            if have > size {
-                let _ = std::fs::remove_file(&path);
-                hasher = Sha256::new();
-                have = 0;
-            } else if have > 0 {
-                resumed = true;
-                self.say(&format!("resuming {file} at {:.1} of {:.1} MiB", have as f64 / MIB, size as f64 / MIB));
-            }
-        }
-        free_space(&dir, size - have)?;
-        let url = http::join(base, file);
-        let trust = match &self.trust {
-            Some(t) => t.clone(),
-            None => http::Trust::new(self.source()?.ca.as_deref())?,
-        };
-        let started = Instant::now();
-        let mut last_report = Instant::now();
-        let mut tries = 0;
-        while have < size {
-            let mut resp = match http::get(&url, have, self.timeout, &trust) {
-                Ok(r) => r,
-                Err(HttpError::Io { .. }) if tries + 1 < DOWNLOAD_TRIES => {
-                    tries += 1;
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
-                Err(e) => return Err(e.into()),
-            };
-            if resp.total.is_some_and(|t| t != size) {
-                let total = resp.total.unwrap_or(0);
-                let _ = std::fs::remove_file(&path);
-                return Err(UpdateError::Payload(format!("{file} on the server is {total} bytes, the manifest says {size} (truncated or replaced)")));
-            }
-            if have > 0 && resp.status == 200 {
-                // The server ignored the range: start over.
-                hasher = Sha256::new();
-                have = 0;
-            }
-            let mut out = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(have == 0)
-                .open(&path)
-                .map_err(io(format!("cannot open {}", path.display())))?;
-            out.seek(SeekFrom::Start(have)).map_err(io(format!("cannot seek {}", path.display())))?;
-            let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = match resp.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(_) => break,
-                };
-                let n = n.min((size - have) as usize);
-                out.write_all(&buf[..n]).map_err(io(format!("cannot write {} (disk full?)", path.display())))?;
-                hasher.update(&buf[..n]);
-                have += n as u64;
-                if last_report.elapsed() > Duration::from_secs(2) {
-                    last_report = Instant::now();
-                    let rate = have as f64 / MIB / started.elapsed().as_secs_f64().max(0.001);
-                    self.say(&format!(
-                        "downloading {file}: {:.1} of {:.1} MiB ({}%), {rate:.1} MiB/s",
-                        have as f64 / MIB,
-                        size as f64 / MIB,
-                        percent(have, size)
-                    ));
-                }
-                if have >= size / 2 && have - (n as u64) < size / 2 {
-                    out.sync_all().map_err(io(format!("cannot flush {}", path.display())))?;
-                    self.pause(&format!("download-half-{file}"));
-                }
-                if have == size {
-                    break;
-                }
-            }
-            out.sync_all().map_err(io(format!("cannot flush {}", path.display())))?;
-            if have < size {
-                tries += 1;
-                if tries >= DOWNLOAD_TRIES {
-                    return Err(UpdateError::Not(format!(
-                        "download of {file} broke off at {have} of {size} bytes {tries} times; run the update again to resume"
-                    )));
-                }
-                self.say(&format!("connection lost at {have} of {size} bytes of {file}; resuming"));
-            }
-        }
-        let got = hex::encode(hasher.finalize());
-        if got != sha256 && resumed {
-            // What an earlier, interrupted try left may not be what the
-            // server holds; one fresh download settles it.
-            let _ = std::fs::remove_file(&path);
-            self.say(&format!("{file} did not verify after resuming; downloading it again from the start"));
-            return self.fetch(base, file, size, sha256);
-        }
-        if got != sha256 {
-            let _ = std::fs::remove_file(&path);
-            return Err(UpdateError::Payload(format!("{file}: sha256 is {got}, the signed manifest says {sha256}")));
-        }
-        Ok(path)
     }
 
     /// Everything before the first write outside STATE: the manifest checked,
@@ -507,9 +408,10 @@ impl Updater {
         let bad: Vec<String> = self.store.bad()?.iter().map(Version::to_string).collect();
         out.push_str(&format!("bad: {}\n", if bad.is_empty() { "none".into() } else { bad.join(" ") }));
         match self.source() {
-            Ok(Source { url, channel, ca }) => {
+            Ok(Source { url, channel, ca, proxy }) => {
                 let ca = ca.map_or(String::new(), |p| format!(" (also trusting the CA in {})", p.display()));
-                out.push_str(&format!("repository: {url} channel {channel}{ca}\n"));
+                let proxy = proxy.map_or(String::new(), |p| format!(" through the proxy {p}"));
+                out.push_str(&format!("repository: {url} channel {channel}{ca}{proxy}\n"));
             }
             Err(e) => out.push_str(&format!("repository: {e}\n")),
         }
@@ -529,171 +431,6 @@ pub struct Prepared {
 pub struct InstallReport {
     pub write_s: f64,
     pub bytes: u64,
-}
-
-fn hash_into(r: &mut impl Read, limit: u64, h: &mut Sha256) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut total = 0u64;
-    while total < limit {
-        let want = buf.len().min((limit - total).min(usize::MAX as u64) as usize);
-        let n = r.read(&mut buf[..want])?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        total += n as u64;
-    }
-    Ok(total)
-}
-
-fn free_space(dir: &Path, need: u64) -> Result<(), UpdateError> {
-    let c = std::ffi::CString::new(dir.display().to_string()).map_err(|_| UpdateError::Not("NUL in path".into()))?;
-    // SAFETY: statvfs fills the zeroed struct we pass; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(io(format!("cannot statvfs {}", dir.display()))(std::io::Error::last_os_error()));
-    }
-    let free = (st.f_bavail as u64).saturating_mul(st.f_frsize as u64);
-    if free < need.saturating_add(4 << 20) {
-        return Err(UpdateError::Not(format!(
-            "STATE is full: {} needs {:.1} MiB more, {:.1} MiB free",
-            dir.display(),
-            need as f64 / MIB,
-            free as f64 / MIB
-        )));
-    }
-    Ok(())
-}
-
-/// The staged root's data blocks must hash to the signed verity root.
-fn verity_check(root: &Path, m: &Manifest) -> Result<(), UpdateError> {
-    let salt = hex::decode(&m.root.verity_salt).map_err(|_| UpdateError::Payload("verity salt is not hex".into()))?;
-    let want: [u8; 32] = hex::decode(&m.root.verity_root)
-        .ok()
-        .and_then(|v| v.try_into().ok())
-        .ok_or_else(|| UpdateError::Payload("verity root is not 32 bytes of hex".into()))?;
-    let data_len = m.root.verity_data_bytes().filter(|d| *d < m.root.size).ok_or_else(|| {
-        UpdateError::Payload(format!("{} verity blocks do not leave room for a tree in {} bytes", m.root.verity_blocks, m.root.size))
-    })?;
-    let f = std::fs::File::open(root).map_err(io(format!("cannot open {}", root.display())))?;
-    let params = cairn_verity::Params { salt, uuid: [0; 16] };
-    cairn_verity::verify(std::io::BufReader::with_capacity(CHUNK, f), data_len, &params, &want)
-        .map_err(|e| UpdateError::Payload(format!("{}: {e}", m.root.file)))
-}
-
-/// How long each part of [`install_root`] took, in seconds.
-#[derive(Debug, Clone, Copy)]
-pub struct RootTimes {
-    /// sha256 of the staged payload (during an update, done as it downloads).
-    pub hash_s: f64,
-    /// The verity tree checked against the signed root hash.
-    pub verity_s: f64,
-    /// Written to the slot, to the end of the flush.
-    pub write_s: f64,
-    /// Read back past the page cache and hashed.
-    pub verify_s: f64,
-}
-
-/// What an update does with a root payload once it is on local storage:
-/// hash it, check its verity tree against the signed root, write it to the
-/// slot device, flush, read it back and hash it again. `install` runs the same
-/// steps (the first while downloading); this is the part a benchmark can set
-/// against other installers writing the same bytes to the same device.
-pub fn install_root(dev: &Path, staged: &Path, m: &Manifest) -> Result<RootTimes, UpdateError> {
-    let started = Instant::now();
-    let mut f = std::fs::File::open(staged).map_err(io(format!("cannot open {}", staged.display())))?;
-    let mut h = Sha256::new();
-    hash_into(&mut f, m.root.size, &mut h).map_err(io(format!("cannot read {}", staged.display())))?;
-    let got = hex::encode(h.finalize());
-    if got != m.root.sha256 {
-        return Err(UpdateError::Payload(format!("{}: sha256 is {got}, the signed manifest says {}", m.root.file, m.root.sha256)));
-    }
-    let hash_s = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    verity_check(staged, m)?;
-    let verity_s = started.elapsed().as_secs_f64();
-    let (write_s, verify_s) = write_slot(dev, staged, m.root.size, &m.root.sha256, &|_| {})?;
-    Ok(RootTimes { hash_s, verity_s, write_s, verify_s })
-}
-
-/// Streams the staged root to the partition, then reads it back past the
-/// page cache and checks the sha256 again.
-/// Returns the seconds spent writing (to the end of the fsync) and verifying.
-fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause: &dyn Fn(&str)) -> Result<(f64, f64), UpdateError> {
-    let started = Instant::now();
-    let mut out = std::fs::OpenOptions::new().write(true).open(dev).map_err(io(format!("cannot open {}", dev.display())))?;
-    let capacity = out.seek(SeekFrom::End(0)).map_err(io(format!("cannot size {}", dev.display())))?;
-    if size > capacity {
-        return Err(UpdateError::Not(format!("the root image ({size} bytes) is larger than {} ({capacity} bytes)", dev.display())));
-    }
-    out.seek(SeekFrom::Start(0)).map_err(io(format!("cannot seek {}", dev.display())))?;
-    let mut input = std::fs::File::open(src).map_err(io(format!("cannot open {}", src.display())))?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut done = 0u64;
-    while done < size {
-        let want = CHUNK.min((size - done) as usize);
-        input.read_exact(&mut buf[..want]).map_err(io(format!("cannot read {}", src.display())))?;
-        out.write_all(&buf[..want]).map_err(io(format!("cannot write {}", dev.display())))?;
-        done += want as u64;
-        if done >= size / 2 && done - (want as u64) < size / 2 {
-            pause("slot-half-written");
-        }
-    }
-    out.sync_all().map_err(io(format!("cannot flush {}", dev.display())))?;
-    let write_s = started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    // SAFETY: advice on a descriptor we own; it only drops clean cached pages.
-    unsafe { libc::posix_fadvise(out.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    drop(out);
-    pause("slot-written");
-    let mut back = std::fs::File::open(dev).map_err(io(format!("cannot open {}", dev.display())))?;
-    let mut h = Sha256::new();
-    hash_into(&mut back, size, &mut h).map_err(io(format!("cannot read back {}", dev.display())))?;
-    let got = hex::encode(h.finalize());
-    if got != sha256 {
-        return Err(UpdateError::Not(format!("{} reads back with sha256 {got}, not {sha256}: the disk is failing", dev.display())));
-    }
-    Ok((write_s, started.elapsed().as_secs_f64()))
-}
-
-/// Copies a staged kernel or initramfs to `dir/name` on the ESP. The bytes are
-/// hashed against the manifest as they are written (the staged file sat on
-/// STATE through the slot write and could have been swapped), and the ESP
-/// copy is read back past the page cache before it takes the name.
-fn write_boot_file(src: &Path, payload: &Payload, dir: &Path, name: &str) -> Result<(), UpdateError> {
-    let mut bytes = Vec::new();
-    let f = std::fs::File::open(src).map_err(io(format!("cannot open {}", src.display())))?;
-    f.take(payload.size.saturating_add(1)).read_to_end(&mut bytes).map_err(io(format!("cannot read {}", src.display())))?;
-    let got = hex::encode(Sha256::digest(&bytes));
-    if bytes.len() as u64 != payload.size || got != payload.sha256 {
-        return Err(UpdateError::Payload(format!(
-            "{}: {} bytes with sha256 {got} when copied to the ESP, the signed manifest says {} bytes with {} (changed on STATE after the download)",
-            src.display(),
-            bytes.len(),
-            payload.size,
-            payload.sha256
-        )));
-    }
-    let tmp = dir.join(format!("{name}.new"));
-    durable::write_flushed(&tmp, &bytes)?;
-    drop(bytes);
-    let mut back = std::fs::File::open(&tmp).map_err(io(format!("cannot open {}", tmp.display())))?;
-    // SAFETY: advice on a descriptor we own; it only drops clean cached pages,
-    // so the read below comes from the disk.
-    unsafe { libc::posix_fadvise(back.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    let mut h = Sha256::new();
-    let len = hash_into(&mut back, payload.size.saturating_add(1), &mut h).map_err(io(format!("cannot read back {}", tmp.display())))?;
-    let back_sha = hex::encode(h.finalize());
-    if len != payload.size || back_sha != payload.sha256 {
-        return Err(UpdateError::Not(format!(
-            "{} reads back as {len} bytes with sha256 {back_sha}, not {} bytes with {}: the ESP is failing",
-            tmp.display(),
-            payload.size,
-            payload.sha256
-        )));
-    }
-    std::fs::rename(&tmp, dir.join(name)).map_err(io(format!("cannot rename {} to {name}", tmp.display())))
 }
 
 /// Every Cairn entry on the ESP with its text, sorted by name.
@@ -716,11 +453,6 @@ fn next_generation(esp: &Esp) -> Result<u64, UpdateError> {
     max.checked_add(1).ok_or_else(|| UpdateError::Not(format!("an entry on the ESP has generation {max}; no higher one exists")))
 }
 
-/// Whole percent of `part` in `whole`, without overflow.
-fn percent(part: u64, whole: u64) -> u64 {
-    (u128::from(part) * 100 / u128::from(whole.max(1))) as u64
-}
-
 /// Removes every entry of `slot`, staged ones too.
 fn remove_entries(esp: &Esp, slot: Slot) -> Result<(), UpdateError> {
     let dir = esp.entries_dir();
@@ -730,42 +462,4 @@ fn remove_entries(esp: &Esp, slot: Slot) -> Result<(), UpdateError> {
     durable::remove(&dir.join(entries::staging_name(slot)))?;
     durable::sync_dir(&dir)?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn payload(bytes: &[u8]) -> Payload {
-        Payload { file: "vmlinuz".into(), size: bytes.len() as u64, sha256: hex::encode(Sha256::digest(bytes)) }
-    }
-
-    #[test]
-    fn a_boot_file_swapped_after_the_download_never_reaches_the_esp() {
-        let dir = std::env::temp_dir().join(format!("cairn-bootfile-{}", std::process::id()));
-        let (staging, esp) = (dir.join("staging"), dir.join("esp"));
-        std::fs::create_dir_all(&staging).unwrap();
-        std::fs::create_dir_all(&esp).unwrap();
-        let src = staging.join("vmlinuz");
-        let signed = payload(b"the signed kernel");
-        std::fs::write(&src, b"the signed kernel").unwrap();
-        write_boot_file(&src, &signed, &esp, "vmlinuz").unwrap();
-        assert_eq!(std::fs::read(esp.join("vmlinuz")).unwrap(), b"the signed kernel");
-        // Same size, other bytes; then longer: neither is written.
-        for evil in [&b"the signed kernal"[..], b"the signed kernel and more"] {
-            std::fs::write(&src, evil).unwrap();
-            let e = write_boot_file(&src, &signed, &esp, "vmlinuz").unwrap_err().to_string();
-            assert!(e.contains("changed on STATE after the download"), "{e}");
-            assert_eq!(std::fs::read(esp.join("vmlinuz")).unwrap(), b"the signed kernel");
-            assert!(!esp.join("vmlinuz.new").exists());
-        }
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn percent_does_not_overflow() {
-        assert_eq!(percent(u64::MAX, u64::MAX), 100);
-        assert_eq!(percent(1, 0), 100);
-        assert_eq!(percent(1, 4), 25);
-    }
 }
