@@ -1,7 +1,7 @@
 //! Link, address and route changes through rtnetlink.
 
 use super::netlink::{
-    attrs, read_cstr, MsgBuilder, NetlinkError, Socket, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
+    attrs, read_cstr, Msg, MsgBuilder, NetlinkError, Socket, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP,
     NLM_F_REPLACE, NLM_F_REQUEST,
 };
 use std::net::Ipv4Addr;
@@ -46,6 +46,25 @@ fn ifinfomsg(index: u32, flags: u32, change: u32) -> [u8; 16] {
     h
 }
 
+/// A link from an RTM_NEWLINK message: ifinfomsg, then attributes.
+pub fn parse_link(m: &Msg) -> Option<Link> {
+    if m.kind != RTM_NEWLINK {
+        return None;
+    }
+    let head = m.payload.get(..16)?;
+    let kind = u16::from_ne_bytes([head[2], head[3]]);
+    let index = u32::from_ne_bytes([head[4], head[5], head[6], head[7]]);
+    let mut link = Link { index, name: String::new(), kind, mac: Vec::new() };
+    for (t, v) in attrs(&m.payload[16..]) {
+        match t {
+            IFLA_IFNAME => link.name = read_cstr(v),
+            IFLA_ADDRESS => link.mac = v.to_vec(),
+            _ => {}
+        }
+    }
+    Some(link)
+}
+
 pub struct Rtnl {
     sock: Socket,
 }
@@ -60,24 +79,7 @@ impl Rtnl {
         let msg = MsgBuilder::new(RTM_GETLINK, NLM_F_REQUEST | NLM_F_DUMP, seq)
             .header(&ifinfomsg(0, 0, 0))
             .finish();
-        let mut links = Vec::new();
-        for m in self.sock.request(&msg, seq)? {
-            if m.kind != RTM_NEWLINK || m.payload.len() < 16 {
-                continue;
-            }
-            let p = &m.payload;
-            let kind = u16::from_ne_bytes([p[2], p[3]]);
-            let index = u32::from_ne_bytes([p[4], p[5], p[6], p[7]]);
-            let mut link = Link { index, name: String::new(), kind, mac: Vec::new() };
-            for (t, v) in attrs(&p[16..]) {
-                match t {
-                    IFLA_IFNAME => link.name = read_cstr(v),
-                    IFLA_ADDRESS => link.mac = v.to_vec(),
-                    _ => {}
-                }
-            }
-            links.push(link);
-        }
+        let mut links: Vec<Link> = self.sock.request(&msg, seq)?.iter().filter_map(parse_link).collect();
         links.sort_by_key(|l| l.index);
         Ok(links)
     }

@@ -6,25 +6,9 @@ use super::tests::{reply_with, server_reply};
 use super::*;
 use proptest::prelude::*;
 
-/// A valid reply, then up to eight edits: (position, byte, what to do).
+/// Valid replies of each kind, then up to eight edits.
 fn mutated() -> impl Strategy<Value = Vec<u8>> {
-    (
-        prop_oneof![Just(2u8), Just(5u8), Just(6u8)],
-        prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..3), 0..8),
-    )
-        .prop_map(|(kind, edits)| {
-            let mut p = server_reply(kind, 7, [2, 0, 0, 0, 0, 1]);
-            for (at, byte, op) in edits {
-                let i = at.index(p.len() + 1);
-                match op {
-                    0 if i < p.len() => p[i] ^= byte | 1,
-                    1 => p.insert(i, byte),
-                    _ if i < p.len() => drop(p.remove(i)),
-                    _ => {}
-                }
-            }
-            p
-        })
+    cairn_mutate::mutated([2, 5, 6].iter().map(|&k| server_reply(k, 7, [2, 0, 0, 0, 0, 1])).collect(), 8)
 }
 
 /// What every accepted reply must satisfy, whatever came in.
