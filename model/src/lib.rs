@@ -29,6 +29,9 @@ pub mod seccomp;
 pub mod service;
 pub mod wire;
 
+#[cfg(test)]
+mod proptests;
+
 pub use bundle::{oci_config, to_json, BundleError};
 pub use service::{
     start_order, Check, Condition, Health, Limits, MountSpec, Restart, RestartPolicy, Root,

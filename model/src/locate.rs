@@ -174,6 +174,21 @@ pub(crate) fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
+/// A toml syntax error's message on one line. toml leaves the message empty
+/// for some errors (`key =` with nothing after it, a stray control
+/// character) and only points at the place; then the message says what is
+/// there, so no error reaches an operator as a bare position.
+pub(crate) fn toml_message(text: &str, message: &str, offset: Option<usize>) -> String {
+    let message = message.lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(", ");
+    if !message.is_empty() {
+        return message;
+    }
+    match offset.and_then(|o| text.get(o..)).and_then(|rest| rest.chars().next()) {
+        Some(c) => format!("TOML syntax error at {c:?}"),
+        None => "TOML syntax error: the text ends where a value or key should follow".to_owned(),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -220,6 +235,13 @@ when = 1979-05-27T07:32:00Z
         assert_eq!(line_col("a\nbc", 3), (2, 2));
         assert_eq!(line_col("é\nx", 3), (2, 1));
         assert_eq!(line_col("éx", 2), (1, 2));
+    }
+
+    #[test]
+    fn toml_messages_are_never_empty() {
+        assert_eq!(toml_message("a = [1,", "invalid array\nexpected `]`\n", Some(7)), "invalid array, expected `]`");
+        assert_eq!(toml_message("\r\u{a1}", "", Some(0)), "TOML syntax error at '\\r'");
+        assert!(toml_message("rootfs =", "", Some(8)).contains("ends where a value"));
         assert_eq!(line_col("ab", 99), (1, 3));
     }
 }

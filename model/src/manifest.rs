@@ -163,17 +163,38 @@ fn hex_of(what: &str, value: &str, len: Option<usize>) -> Result<(), String> {
     }
 }
 
+/// `s` as a TOML basic string. Rust's `{:?}` is not TOML: it writes
+/// `\u{e000}`-style escapes and escapes characters TOML takes as they are.
+fn toml_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 impl Manifest {
     /// The manifest as TOML, in the order [`Manifest::parse`] documents.
     pub fn to_text(&self) -> String {
-        let payload = |p: &Payload| format!("file = {:?}\nsize = {}\nsha256 = \"{}\"\n", p.file, p.size, p.sha256);
+        let q = toml_string;
+        let payload = |p: &Payload| format!("file = {}\nsize = {}\nsha256 = \"{}\"\n", q(&p.file), p.size, p.sha256);
         let r = &self.root;
         format!(
-            "version = \"{}\"\nchannel = {:?}\nbuild_id = {:?}\nexpires = {}\ncmdline = {:?}\n\n[root]\n\
-             file = {:?}\nsize = {}\nsha256 = \"{}\"\nverity_root = \"{}\"\nverity_salt = \"{}\"\nverity_blocks = {}\n\n\
+            "version = \"{}\"\nchannel = {}\nbuild_id = {}\nexpires = {}\ncmdline = {}\n\n[root]\n\
+             file = {}\nsize = {}\nsha256 = \"{}\"\nverity_root = \"{}\"\nverity_salt = \"{}\"\nverity_blocks = {}\n\n\
              [kernel]\n{}\n[initramfs]\n{}",
-            self.version, self.channel, self.build_id, self.expires, self.cmdline,
-            r.file, r.size, r.sha256, r.verity_root, r.verity_salt, r.verity_blocks,
+            self.version, q(&self.channel), q(&self.build_id), self.expires, q(&self.cmdline),
+            q(&r.file), r.size, r.sha256, r.verity_root, r.verity_salt, r.verity_blocks,
             payload(&self.kernel), payload(&self.initramfs)
         )
     }
@@ -182,10 +203,11 @@ impl Manifest {
     /// (or, for TOML syntax, the line) it is about.
     pub fn parse(text: &str) -> Result<Manifest, String> {
         let raw: Raw = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| text.get(..s.start).unwrap_or("").matches('\n').count() + 1);
-            match line {
-                Some(l) => format!("line {l}: {}", e.message()),
-                None => e.message().to_string(),
+            let start = e.span().map(|s| s.start);
+            let message = crate::locate::toml_message(text, e.message(), start);
+            match start {
+                Some(at) => format!("line {}: {message}", crate::locate::line_col(text, at).0),
+                None => message,
             }
         })?;
         let version: Version = raw.version.parse().map_err(|e| format!("version: {e}"))?;

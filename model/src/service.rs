@@ -551,14 +551,7 @@ pub fn parse(text: &str, file: &str) -> Result<ServiceSpec, SpecError> {
 }
 
 fn toml_error(text: &str, file: &str, error: &toml::de::Error) -> SpecError {
-    // Syntax errors come over several lines; keep messages to one.
-    let message = error
-        .message()
-        .lines()
-        .map(str::trim)
-        .filter(|line| !line.is_empty())
-        .collect::<Vec<_>>()
-        .join(", ");
+    let message = locate::toml_message(text, error.message(), error.span().map(|s| s.start));
     match error.span() {
         Some(span) => {
             let (line, column) = locate::line_col(text, span.start);

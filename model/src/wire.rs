@@ -103,8 +103,9 @@ pub struct Unit {
     pub health: Option<HealthSpec>,
 }
 
+// `\r` too: `str::lines` drops one that ends a line.
 fn esc(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n")
+    s.replace('\\', "\\\\").replace('\t', "\\t").replace('\n', "\\n").replace('\r', "\\r")
 }
 
 fn unesc(s: &str) -> String {
@@ -118,6 +119,7 @@ fn unesc(s: &str) -> String {
         match chars.next() {
             Some('t') => out.push('\t'),
             Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
             Some(other) => out.push(other),
             None => out.push('\\'),
         }

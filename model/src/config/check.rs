@@ -27,7 +27,7 @@ pub(super) fn check(text: &str, source: &str) -> Result<MachineConfig, Problems>
         Ok(d) => d,
         Err(e) => {
             let (line, column) = line_col(text, e.span().map_or(0, |s| s.start));
-            let message = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(", ");
+            let message = crate::locate::toml_message(text, e.message(), e.span().map(|s| s.start));
             return Err(Problems(vec![Problem {
                 source: source.to_string(),
                 line,
