@@ -15,6 +15,8 @@ mod error;
 mod guid;
 pub mod sysfs;
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests;
 
 use error::describe;

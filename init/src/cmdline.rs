@@ -318,6 +318,8 @@ pub fn parse(cmdline: impl AsRef<[u8]>) -> (Settings, Vec<Warning>) {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests {
     use super::*;
 

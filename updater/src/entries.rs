@@ -58,7 +58,8 @@ pub struct EntryName {
 }
 
 impl EntryName {
-    /// `cairn-b+2-1.conf` and the like; None for any other file.
+    /// `cairn-b+2-1.conf` and the like, as [`EntryName::file`] writes them;
+    /// None for any other file.
     pub fn parse(file: &str) -> Option<EntryName> {
         let stem = file.strip_prefix("cairn-")?.strip_suffix(".conf")?;
         let (slot, counter) = match stem.split_once('+') {
@@ -71,7 +72,10 @@ impl EntryName {
                 (slot, Some((left, done)))
             }
         };
-        Some(EntryName { slot: Slot::parse(slot)?, counter })
+        // Only the names `file` writes: the updater renames and removes an
+        // entry by the name it makes from what it read (`cairn-b+3.conf` or
+        // `cairn-b+03-0.conf` would be read, then not found).
+        Some(EntryName { slot: Slot::parse(slot)?, counter }).filter(|e| e.file() == file)
     }
     pub fn file(&self) -> String {
         match self.counter {
@@ -131,10 +135,10 @@ mod tests {
         for f in ["cairn-a.conf", "cairn-b+3-0.conf", "cairn-b+0-3.conf"] {
             assert_eq!(EntryName::parse(f).unwrap().file(), f);
         }
-        assert_eq!(EntryName::parse("cairn-b+2.conf").unwrap().counter, Some((2, 0)));
         assert!(EntryName::parse("cairn-b+0-3.conf").unwrap().exhausted());
         assert!(!EntryName::parse("cairn-a.conf").unwrap().exhausted());
-        for bad in ["cairn-c.conf", "cairn-b.new", "other.conf", "cairn-b+x-1.conf"] {
+        // Names the updater would not write, so could not rename or remove.
+        for bad in ["cairn-c.conf", "cairn-b.new", "other.conf", "cairn-b+x-1.conf", "cairn-b+2.conf", "cairn-b+02-1.conf", "cairn-B.conf"] {
             assert_eq!(EntryName::parse(bad), None, "{bad}");
         }
     }

@@ -23,6 +23,9 @@ pub mod system;
 pub mod update;
 pub mod verdict;
 
+#[cfg(test)]
+mod proptests;
+
 pub use cairn_model::manifest::{Manifest, Payload, RootPayload, Version};
 pub use check::{check, Context, Refusal};
 pub use keys::{KeyError, Keyring};

@@ -90,9 +90,24 @@ impl Store {
         }
     }
 
+    /// Writes the config; a pair that would not read back the same (a
+    /// newline that starts another key, spaces the reader trims, `=` in a
+    /// key, a key that reads as a comment) is refused, naming it.
     pub fn set_config(&self, pairs: &[(String, String)]) -> Result<(), StateError> {
-        let text: String = pairs.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-        Ok(replace(&self.dir.join("config"), text.as_bytes())?)
+        let path = self.dir.join("config");
+        let mut text = String::new();
+        for (i, (k, v)) in pairs.iter().enumerate() {
+            let line = format!("{k}={v}\n");
+            if parse_pairs(&line, "").ok().as_deref() != Some(&[(k.clone(), v.clone())]) {
+                return Err(StateError::Bad {
+                    path: path.display().to_string(),
+                    line: i + 1,
+                    problem: format!("{k:?} = {v:?} cannot be written as one key=value line"),
+                });
+            }
+            text.push_str(&line);
+        }
+        Ok(replace(&path, text.as_bytes())?)
     }
 
     /// The anti-rollback floor: 0.0.0 until a version is blessed.
