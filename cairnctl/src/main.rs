@@ -27,6 +27,10 @@ mod config;
 mod update;
 
 const SOCKET: &str = "/run/cairn/control.sock";
+/// cairn-init refuses longer request lines (newline included).
+const MAX_REQUEST: usize = 4096;
+/// How long cairn-init may take to start its answer.
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn usage() -> ! {
     eprintln!("usage: cairnctl list | logs NAME [-f] | restart NAME | exec NAME -- CMD [ARG]... | reboot | poweroff");
@@ -79,11 +83,25 @@ fn run() -> Result<()> {
 
 /// Sends one request to cairn-init and prints the answer.
 fn control(words: &[String]) -> Result<()> {
+    let line = format!("{}\n", words.join("\t"));
+    if line.len() > MAX_REQUEST {
+        bail!("the request is {} bytes; cairn-init takes at most {MAX_REQUEST}", line.len());
+    }
     let mut stream = UnixStream::connect(SOCKET).with_context(|| format!("Cannot reach cairn-init at {SOCKET}"))?;
-    stream.write_all(format!("{}\n", words.join("\t")).as_bytes())?;
+    stream.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    stream.write_all(line.as_bytes())?;
     let mut reader = BufReader::new(stream);
     let mut first = String::new();
-    reader.read_line(&mut first).context("cairn-init closed the connection without answering")?;
+    match reader.read_line(&mut first) {
+        Ok(0) => bail!("cairn-init closed the connection without answering"),
+        Ok(_) => {}
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            bail!("cairn-init did not answer within {} s", ANSWER_TIMEOUT.as_secs())
+        }
+        Err(e) => return Err(e).context("cannot read cairn-init's answer"),
+    }
+    // The rest (a followed log, a command's output) may take any time.
+    reader.get_ref().set_read_timeout(None)?;
     let first = first.trim_end();
     if let Some(err) = first.strip_prefix("error: ") {
         bail!("{err}");
