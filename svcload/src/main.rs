@@ -184,6 +184,8 @@ fn main() {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::time::Duration;
