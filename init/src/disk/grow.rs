@@ -120,7 +120,14 @@ pub fn ext4_size(sb: &[u8]) -> Option<(u64, u64)> {
         return None;
     }
     let lo = u64::from(u32_at(0x4)?);
-    let block = 1024u64 << u32_at(0x18)?;
+    // s_log_block_size: ext4 blocks are 1 KiB to 64 KiB. A larger field
+    // (STATE is not verified) would overflow the shift, or in a release
+    // build wrap to a block size of 0 that the caller divides by.
+    let log = u32_at(0x18)?;
+    if log > 6 {
+        return None;
+    }
+    let block = 1024u64 << log;
     let incompat = u32_at(0x60)?;
     let hi = if incompat & 0x80 != 0 { u64::from(u32_at(0x150)?) } else { 0 };
     Some(((hi << 32) | lo, block))
@@ -152,6 +159,8 @@ pub fn grow_ext4(dev: &str, part_bytes: u64, mountpoint: &str) -> Result<Option<
     Ok(Some((blocks, want)))
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests {
     use super::*;
