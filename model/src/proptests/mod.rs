@@ -1,9 +1,11 @@
 //! Property tests of the parsers in this crate that read what comes from the
-//! network or the disk: the update manifest (a repository), the svcload wire
+//! network or the disk: the machine config (a URL, fw_cfg, a config disk),
+//! the update manifest (a repository), the svcload wire
 //! (another process), service specs (STATE). Arbitrary and mutated inputs
 //! never panic and are refused with a message; what an encoder writes reads
 //! back equal.
 
+mod config;
 mod manifest;
 mod service;
 mod wire;
