@@ -42,7 +42,7 @@ fn the_valid_line_gives_no_warning() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
     fn arbitrary_bytes(line in prop::collection::vec(any::<u8>(), 0..300)) {

@@ -14,7 +14,7 @@ use proptest::prelude::*;
 
 /// Cases per property: enough to reach the corners in a second or two of a
 /// debug build, so `make test` stays quick.
-const CASES: u32 = 300;
+const CASES: u32 = 150;
 
 fn config() -> ProptestConfig {
     ProptestConfig::with_cases(CASES)

@@ -26,7 +26,7 @@ fn sane(sb: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(500))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
     fn superblocks_read_back(blocks in any::<u32>(), hi in any::<u32>(), log in 0u32..=6, wide in any::<bool>()) {

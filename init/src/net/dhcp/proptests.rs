@@ -33,7 +33,7 @@ fn check(p: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(2000))]
+    #![proptest_config(ProptestConfig::with_cases(500))]
 
     #[test]
     fn arbitrary_bytes(p in prop::collection::vec(any::<u8>(), 0..600)) {

@@ -44,7 +44,7 @@ fn read_all(buf: &[u8]) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(1000))]
+    #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
     fn arbitrary_datagrams(buf in prop::collection::vec(any::<u8>(), 0..400)) {
