@@ -144,6 +144,8 @@ pub fn read_list(path: &Path) -> io::Result<Vec<String>> {
 }
 
 #[cfg(test)]
+mod proptests;
+#[cfg(test)]
 mod tests {
     use super::*;
 
