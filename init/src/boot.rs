@@ -100,11 +100,11 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     if let Some(spec) = containerd_spec(&release, &settings) {
         supervisor.add(spec, now);
     }
-    let (health_tx, health_rx) = match health_wake.and_then(health::spawn) {
-        Ok((tx, rx)) => (Some(tx), Some(rx)),
+    let probes = match health_wake {
+        Ok(wake) => Some(health::Probes::new(wake)),
         Err(e) => {
-            error!("no TCP/HTTP health checks: cannot start their thread: {e}");
-            (None, None)
+            error!("no TCP/HTTP health checks: cannot duplicate the wake pipe: {e}");
+            None
         }
     };
     let control = match control::Control::open() {
@@ -136,8 +136,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         control,
         logs,
         kmsg,
-        health_tx,
-        health_rx,
+        probes,
         net_deadline: now + settings.net_timeout + Duration::from_secs(1),
         settings,
         signals,

@@ -40,7 +40,7 @@ impl Init {
             }
             Request::Logs(name) | Request::Follow(name) => self.answer(id, Err(format!("no service named {name}")), now),
             Request::Restart(name) => {
-                let r = self.supervisor.restart(&name, &mut self.registry, &mut supervisor::RealSpawner);
+                let r = self.supervisor.restart(&name, now, &mut supervisor::RealSpawner, &mut self.registry);
                 self.answer(id, r.map(|()| format!("restarting {name}\n")), now);
             }
             Request::Exec(name, argv) => self.exec_in(id, &name, &argv, now),

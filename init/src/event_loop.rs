@@ -26,11 +26,13 @@ impl Init {
     pub(crate) fn run(&mut self) -> ! {
         loop {
             let now = Instant::now();
+            self.supervisor.advance(now, &mut supervisor::RealSpawner, &mut self.registry);
             self.supervisor.start_due(now, &mut supervisor::RealSpawner, &mut self.registry);
-            self.supervisor.check_timeouts(now);
-            for req in self.supervisor.checks_due(now, &mut supervisor::RealSpawner, &mut self.registry) {
-                if let Some(tx) = &self.health_tx {
-                    let _ = tx.send(req);
+            let room = self.probes.as_ref().map_or(usize::MAX, |p| p.room());
+            for req in self.supervisor.checks_due(now, &mut supervisor::RealSpawner, &mut self.registry, room) {
+                match &mut self.probes {
+                    Some(p) => p.start(req),
+                    None => self.supervisor.on_check(req.service, req.seq, false, "no TCP/HTTP probes in this boot", now),
                 }
             }
             self.maybe_ready();
@@ -157,7 +159,7 @@ impl Init {
             match sig as libc::c_int {
                 libc::SIGCHLD => {
                     for exit in self.registry.reap() {
-                        self.supervisor.on_exit(exit, Instant::now(), &mut supervisor::RealSpawner);
+                        self.supervisor.on_exit(exit, Instant::now(), &mut supervisor::RealSpawner, &mut self.registry);
                     }
                 }
                 libc::SIGTERM => self.shutdown(Action::PowerOff, "SIGTERM"),
@@ -182,9 +184,9 @@ impl Init {
         let mut buf = [0u8; 64];
         // SAFETY: reading into a valid local buffer from our non-blocking pipe.
         while unsafe { libc::read(self.wake.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-        if let Some(rx) = &self.health_rx {
+        if let Some(probes) = &mut self.probes {
             let now = Instant::now();
-            while let Ok(o) = rx.try_recv() {
+            for o in probes.done() {
                 self.supervisor.on_check(o.service, o.seq, o.ok, &o.detail, now);
             }
         }

@@ -12,6 +12,9 @@ pub enum Owner {
     Supervised(usize),
     /// An exec health check of the supervised process at that index.
     Check(usize),
+    /// A runtime call (`crun kill`, `crun delete`) for the supervised
+    /// process at that index.
+    Runtime(usize),
 }
 
 /// An exit handed to its owner.

@@ -16,7 +16,12 @@ impl Init {
         if let Some(w) = &mut self.watchdog {
             let _ = w.set_timeout(Duration::from_secs(600));
         }
-        self.supervisor.stop_all(&mut self.registry, &mut supervisor::RealSpawner);
+        let watchdog = &mut self.watchdog;
+        self.supervisor.stop_all(&mut supervisor::RealSpawner, &mut self.registry, &mut || {
+            if let Some(w) = watchdog.as_mut() {
+                w.pet();
+            }
+        });
 
         let _ = sys::kill(-1, libc::SIGTERM);
         let left = self.wait_children(self.settings.stop_timeout);
@@ -49,7 +54,7 @@ impl Init {
                 match sys::reap_one() {
                     Ok(Some((pid, status))) => {
                         if let Some(exit) = self.registry.take(pid, status) {
-                            self.supervisor.on_exit(exit, Instant::now(), &mut supervisor::RealSpawner);
+                            self.supervisor.on_exit(exit, Instant::now(), &mut supervisor::RealSpawner, &mut self.registry);
                         }
                     }
                     Ok(None) => break,
