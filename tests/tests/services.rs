@@ -18,7 +18,11 @@ fn debug() -> Config {
 
 /// Boots, installs the given specs (name, TOML), reboots into them.
 fn boot_with(specs: &[(&str, String)]) -> Machine {
-    let mut m = Machine::start(&debug()).expect("QEMU starts");
+    boot_config_with(&debug(), specs)
+}
+
+fn boot_config_with(config: &Config, specs: &[(&str, String)]) -> Machine {
+    let mut m = Machine::start(config).expect("QEMU starts");
     m.wait_for("cairn-init: ready", BOOT).expect("first boot");
     let mut script = String::from("mkdir -p /var/lib/cairn/services\n");
     for (name, toml) in specs {
@@ -267,4 +271,114 @@ fn runc_runs_the_same_services_as_crun() {
     m.wait_for("stopping admin", EXIT).unwrap();
     m.wait_for("stopped admin", EXIT).expect("runc kill stops it");
     m.wait_for("clean shutdown complete, powering off", EXIT).unwrap();
+}
+
+/// Polls `cairnctl list` until `name`'s row satisfies `done`; returns it.
+fn wait_row(m: &mut Machine, name: &str, limit: Duration, done: impl Fn(&[String]) -> bool) -> Vec<String> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        let row = list_row(m, name);
+        if done(&row) {
+            return row;
+        }
+        assert!(std::time::Instant::now() < deadline, "{name} never got there: {row:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn boot_id(m: &mut Machine) -> String {
+    m.sh_ok("cat /proc/sys/kernel/random/boot_id").unwrap().trim().to_string()
+}
+
+/// Ignores SIGTERM (and so does the `sleep` it execs), with a stop timeout.
+fn stubborn(timeout_s: u32) -> String {
+    spec("trap '' TERM; exec sleep 100000", &format!("[stop]\ntimeout_s = {timeout_s}"))
+}
+
+/// H4: `cairnctl restart` answers at once, and a service that exits while
+/// another is stopping is restarted by its own policy.
+#[test]
+fn a_service_that_exits_during_a_restart_is_restarted_too() {
+    let mut m = boot_with(&[("slow", stubborn(10)), ("victim", spec("exec sleep 100000", ""))]);
+    m.wait_for("cairn-init: ready", BOOT).unwrap();
+    let slow_pid = list_row(&mut m, "slow")[2].clone();
+    let victim_pid = list_row(&mut m, "victim")[2].clone();
+    let asked = std::time::Instant::now();
+    m.sh_ok("cairnctl restart slow").unwrap();
+    assert!(asked.elapsed() < Duration::from_secs(8), "restart answered only after {:?}", asked.elapsed());
+    m.sh_ok(&format!("kill -9 {victim_pid}")).unwrap();
+    assert_eq!(list_row(&mut m, "slow")[1], "stopping", "list answers while slow is stopping");
+    let victim = wait_row(&mut m, "victim", EXIT, |r| r[1] == "running" && r[2] != victim_pid);
+    assert_eq!(victim[3], "1", "victim restarted once by its policy: {victim:?}");
+    let slow = wait_row(&mut m, "slow", EXIT, |r| r[1] == "running" && r[2] != slow_pid);
+    assert_eq!(slow[3], "1", "{slow:?}");
+}
+
+/// H5: a stop that takes its whole 30 s timeout under a 5 s watchdog never
+/// resets the machine; the service is killed at its deadline and restarted.
+#[test]
+fn restarting_a_service_that_ignores_sigterm_never_trips_the_watchdog() {
+    let config = debug().append("cairn.watchdog=5");
+    let mut m = boot_config_with(&config, &[("slow", stubborn(30))]);
+    m.wait_for("cairn-init: ready", BOOT).unwrap();
+    let boot = boot_id(&mut m);
+    let pid = list_row(&mut m, "slow")[2].clone();
+    m.sh_ok("cairnctl restart slow").unwrap();
+    std::thread::sleep(Duration::from_secs(15));
+    assert_eq!(list_row(&mut m, "slow")[1], "stopping", "still within its stop timeout");
+    let row = wait_row(&mut m, "slow", EXIT, |r| r[1] == "running" && r[2] != pid);
+    assert_eq!(row[3], "1", "{row:?}");
+    assert_eq!(boot_id(&mut m), boot, "the same boot: the watchdog never fired");
+    let console = m.console.text();
+    assert!(console.contains("slow pid=") && console.contains("did not stop within 30s; killing it"), "{console}");
+}
+
+fn http_service(command: &str, port: u16, timeout_ms: u32) -> String {
+    let health = format!("[health]\nhttp = \"http://127.0.0.1:{port}/\"\ninterval_ms = 500\ntimeout_ms = {timeout_ms}\nretries = 1");
+    spec(command, &format!("host_namespaces = [\"network\"]\n[[mounts]]\ntype = \"tmpfs\"\ndestination = \"/tmp\"\n{health}"))
+}
+
+/// M2: one service's hung HTTP server never makes another unhealthy; L7: an
+/// exec check that runs late is killed inside its container, so late checks
+/// do not pile up there.
+#[test]
+fn a_hung_probe_or_exec_check_harms_no_other_service() {
+    let mut m = boot_with(&[
+        ("good", http_service("mkdir -p /tmp/www && echo ok > /tmp/www/index.html && exec /bin/busybox httpd -f -p 127.0.0.1:8081 -h /tmp/www", 8081, 2000)),
+        // Accepts every connection and never answers.
+        ("hung", http_service("exec /bin/busybox nc -ll -p 8082 -e /bin/sleep 3600", 8082, 4000)),
+        ("latecheck", spec("exec sleep 100000", "[health]\nexec = [\"/bin/sleep\", \"1001\"]\ninterval_ms = 500\ntimeout_ms = 500\nretries = 100")),
+    ]);
+    wait_row(&mut m, "good", BOOT, |r| r[5] == "healthy");
+    wait_row(&mut m, "hung", BOOT, |r| r[5] == "unhealthy");
+    for _ in 0..10 {
+        assert_eq!(list_row(&mut m, "good")[5], "healthy", "good stays healthy beside the hung one");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let console = m.console.text();
+    let unhealthy = console.lines().find(|l| l.contains("hung is unhealthy")).expect("hung went unhealthy");
+    assert!(unhealthy.contains("timed out"), "the hung server's probe ran into its deadline: {unhealthy}");
+    assert!(!console.contains("good is unhealthy"), "{console}");
+    let late = m.sh_ok("ps -o args | grep -c '^/bin/sleep 1001' || true").unwrap();
+    let late: u32 = late.trim().parse().unwrap();
+    assert!(late <= 1, "{late} late exec checks still running in latecheck's container");
+    assert_eq!(list_row(&mut m, "latecheck")[1], "running");
+}
+
+/// M4: a spec with a huge stop timeout on STATE is refused, naming its file
+/// and key; every other service still starts.
+#[test]
+fn a_huge_timeout_drops_that_spec_alone() {
+    let mut m = boot_with(&[
+        ("huge", spec("exec sleep 100000", "[stop]\ntimeout_s = 99999999999999999")),
+        ("fine", spec("exec sleep 100000", "")),
+    ]);
+    let err = m.wait_for("service spec rejected", BOOT).unwrap();
+    assert!(err.contains("/var/lib/cairn/services/huge.toml") && err.contains("stop.timeout_s"), "{err}");
+    let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
+    assert!(ready.contains("services=3"), "chrony, containerd and fine: {ready}");
+    assert_eq!(list_row(&mut m, "fine")[1], "running");
+    assert_eq!(list_row(&mut m, "chrony")[1], "running");
+    let list = m.sh_ok("cairnctl list").unwrap();
+    assert!(!list.contains("huge"), "{list}");
 }
