@@ -114,10 +114,56 @@ mod tests {
         assert_eq!(describe(&[]), "none");
     }
 
+    /// What the scan finds on this machine is what the kernel lists in
+    /// /proc/partitions: every device there, with its size (1 KiB blocks).
     #[test]
-    fn scans_this_machines_sysfs_without_failing() {
-        // Whatever the host has; the point is that scanning never panics.
-        let _ = scan(Path::new("/sys/class/block"));
+    fn scan_of_this_machine_agrees_with_proc_partitions() {
+        let devs = scan(Path::new("/sys/class/block"));
+        let table = std::fs::read_to_string("/proc/partitions").unwrap();
+        let listed: Vec<(&str, u64)> = table
+            .lines()
+            .skip(2)
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                Some((*f.get(3)?, f.get(2)?.parse().ok()?))
+            })
+            .collect();
+        assert!(!listed.is_empty(), "/proc/partitions lists no device:\n{table}");
+        for (name, kib) in listed {
+            let dev = devs.iter().find(|d| d.name == name);
+            assert_eq!(dev.map(|d| d.sectors), Some(kib * 2), "{name} in /proc/partitions; scan found {devs:?}");
+        }
         assert!(scan(Path::new("/nonexistent")).is_empty());
+    }
+
+    /// A disk with one labelled partition, laid out as sysfs does it (the
+    /// partition's directory inside the disk's, a link in class/block).
+    #[test]
+    fn scan_reads_label_number_size_and_disk() {
+        let root = std::env::temp_dir().join(format!("cairn-sysfs-{}", std::process::id()));
+        let (devices, class) = (root.join("devices/vdb"), root.join("class/block"));
+        std::fs::create_dir_all(devices.join("vdb1")).unwrap();
+        std::fs::create_dir_all(&class).unwrap();
+        std::fs::write(devices.join("uevent"), "MAJOR=254\nDEVNAME=vdb\nDEVTYPE=disk\n").unwrap();
+        std::fs::write(devices.join("size"), "4194304\n").unwrap();
+        std::fs::write(devices.join("vdb1/uevent"), "DEVNAME=vdb1\nPARTN=1\nPARTNAME=STATE\n").unwrap();
+        std::fs::write(devices.join("vdb1/size"), "262144\n").unwrap();
+        std::os::unix::fs::symlink(&devices, class.join("vdb")).unwrap();
+        std::os::unix::fs::symlink(devices.join("vdb1"), class.join("vdb1")).unwrap();
+        let devs = scan(&class);
+        let _ = std::fs::remove_dir_all(&root);
+        assert_eq!(
+            devs,
+            [
+                BlockDev { name: "vdb".into(), partname: None, partn: None, disk: None, sectors: 4194304 },
+                BlockDev {
+                    name: "vdb1".into(),
+                    partname: Some("STATE".into()),
+                    partn: Some(1),
+                    disk: Some("vdb".into()),
+                    sectors: 262144
+                },
+            ]
+        );
     }
 }

@@ -191,8 +191,12 @@ fn depends_on_healthy_orders_starts_and_shutdown_goes_in_reverse() {
     m.wait_for("clean shutdown complete, powering off", EXIT).unwrap();
     let console = m.console.text();
     let tail = &console[console.rfind("shutdown: ACPI power button").unwrap()..];
-    let order: Vec<usize> = ["stopping containerd", "stopping app", "stopping db", "stopping chrony"].iter().map(|s| tail.find(s).unwrap_or(usize::MAX)).collect();
-    assert!(order[0] < order[1] && order[1] < order[2] && order[2] < order[3], "reverse order of start:\n{tail}");
+    // A line that is missing fails here: it is no later than the others.
+    let order: Vec<usize> = ["stopping containerd", "stopping app", "stopping db", "stopping chrony"]
+        .iter()
+        .map(|s| tail.find(s).unwrap_or_else(|| panic!("no `{s}` line at shutdown:\n{tail}")))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "reverse order of start:\n{tail}");
     assert!(tail.contains("app pid=") && tail.contains("did not stop within 2s; killing it"), "{tail}");
 }
 
