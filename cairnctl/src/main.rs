@@ -9,9 +9,11 @@
 //! cairnctl update check              is there a newer signed version for this machine?
 //! cairnctl update apply [--no-reboot] download, install into the other slot, switch, reboot
 //! cairnctl update status             slots, entries, trial, floor, bad versions, repository
-//! cairnctl update set url=URL [channel=stable|beta|alpha]
+//! cairnctl update set url=URL [channel=stable|beta|alpha] [ca=FILE] [proxy=URL]
+//! cairnctl update unmark VERSION     let apply install a version recorded as bad again
 //! cairnctl update settle healthy | unhealthy REASON   (cairn-init, every boot)
-//! cairnctl rollback [--no-reboot]    boot the other slot, if it holds a version that was good
+//! cairnctl [update] rollback [--no-reboot]  boot the other slot, if it holds a version
+//!                                    that was good; the version left is recorded as bad
 //! cairnctl config validate FILE [--output json]   check a machine config (offline)
 //! ```
 //!
@@ -34,8 +36,8 @@ const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn usage() -> ! {
     eprintln!("usage: cairnctl list | logs NAME [-f] | restart NAME | exec NAME -- CMD [ARG]... | reboot | poweroff");
-    eprintln!("       cairnctl update check | apply [--no-reboot] | status | set KEY=VALUE... | settle healthy|unhealthy REASON");
-    eprintln!("       cairnctl rollback [--no-reboot]");
+    eprintln!("       cairnctl update check | apply [--no-reboot] | status | set KEY=VALUE... | unmark VERSION | settle healthy|unhealthy REASON");
+    eprintln!("       cairnctl [update] rollback [--no-reboot]");
     std::process::exit(2);
 }
 

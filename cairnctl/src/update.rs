@@ -36,6 +36,9 @@ fn reboot_now() -> Result<()> {
 }
 
 pub fn run(args: &[String]) -> Result<()> {
+    if args.first().is_some_and(|a| a == "rollback") {
+        return rollback(&args[1..]);
+    }
     let no_reboot = args.iter().any(|a| a == "--no-reboot");
     let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--no-reboot").collect();
     match words.as_slice() {
@@ -66,6 +69,13 @@ pub fn run(args: &[String]) -> Result<()> {
             }
         }
         ["status"] => print!("{}", updater()?.status()?),
+        ["unmark", version] => {
+            let v: cairn_updater::Version = version.parse().map_err(|e: String| anyhow::anyhow!("unmark {version}: {e}"))?;
+            if !updater()?.store.unmark_bad(v)? {
+                bail!("{v} is not recorded as bad (see `cairnctl update status`)");
+            }
+            println!("cairn-update: {v} is no longer recorded as bad; `cairnctl update apply` may install it again");
+        }
         ["set", pairs @ ..] if !pairs.is_empty() => {
             let u = updater()?;
             let mut config = u.store.config()?;
@@ -115,8 +125,9 @@ pub fn rollback(args: &[String]) -> Result<()> {
         _ => super::usage(),
     };
     after_verdict()?;
-    let v = updater()?.rollback()?;
-    println!("cairn-update: the next boot tries {v} in the other slot");
+    let mut u = updater()?;
+    let v = u.rollback()?;
+    println!("cairn-update: the next boot tries {v} in the other slot; {} is recorded as bad (`cairnctl update unmark {}` undoes that)", u.version, u.version);
     if !no_reboot {
         reboot_now()?;
     }

@@ -26,7 +26,7 @@ pub enum Refusal {
     NotNewer { offered: Version, running: Version },
     #[error("Version {offered} is below the anti-rollback floor {floor}")]
     BelowFloor { offered: Version, floor: Version },
-    #[error("Version {0} failed its trial on this machine before; not installed again automatically")]
+    #[error("Version {0} is recorded as bad on this machine (a failed trial or an operator's rollback); not installed again until `cairnctl update unmark {0}`")]
     KnownBad(Version),
 }
 

@@ -25,6 +25,20 @@ pub fn write_flushed(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     f.sync_all().map_err(fail("flush", path))
 }
 
+/// Reads at most `limit` bytes of `path` from the disk, not the page cache:
+/// what a write left once it was flushed.
+pub fn read_uncached(path: &Path, limit: u64) -> Result<Vec<u8>, FileError> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path).map_err(fail("open", path))?;
+    // SAFETY: advice on a descriptor we own; it only drops clean cached
+    // pages of this file, so the reads below go to the disk.
+    unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let mut out = Vec::new();
+    f.take(limit).read_to_end(&mut out).map_err(fail("read back", path))?;
+    Ok(out)
+}
+
 /// Flushes a directory, so renames and removals in it are on disk.
 pub fn sync_dir(dir: &Path) -> Result<(), FileError> {
     std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(fail("flush", dir))

@@ -98,11 +98,14 @@ pub fn staging_name(slot: Slot) -> String {
 /// Tries a fresh trial entry gets.
 pub const TRIES: u32 = 3;
 
-/// The text of a slot's entry.
+/// The text of a slot's entry. `linux` comes last: an entry file cut short
+/// by a power cut lacks it (or ends in a path that does not exist), and the
+/// loader takes no entry without a kernel, rather than boot one with half
+/// its options.
 pub fn text(os_version: &str, generation: u64, slot: Slot, options: &str) -> String {
     format!(
         "# cairn-os-version {os_version}\ntitle      Cairn {os_version} (slot {up})\nversion    {generation}\nsort-key   cairn\n\
-         linux      /cairn/{slot}/vmlinuz\ninitrd     /cairn/{slot}/initramfs.img\noptions    {options}\n",
+         options    {options}\ninitrd     /cairn/{slot}/initramfs.img\nlinux      /cairn/{slot}/vmlinuz\n",
         up = slot.letter().to_ascii_uppercase()
     )
 }
@@ -146,9 +149,9 @@ mod tests {
     #[test]
     fn entry_text_carries_version_and_generation() {
         let t = text("0.2.0", 7, Slot::B, "console=ttyS0 cairn.slot=b");
-        assert!(t.contains("linux      /cairn/b/vmlinuz\n"));
+        assert!(t.contains("options    console=ttyS0 cairn.slot=b\n"));
         assert!(t.contains("title      Cairn 0.2.0 (slot B)\n"));
-        assert!(t.ends_with("options    console=ttyS0 cairn.slot=b\n"));
+        assert!(t.ends_with("\nlinux      /cairn/b/vmlinuz\n"), "linux last, so a cut file is no entry: {t}");
         assert_eq!(info(&t), EntryInfo { os_version: Some("0.2.0".into()), generation: 7 });
     }
 }

@@ -108,7 +108,7 @@ pub(crate) fn write_slot(dev: &Path, src: &Path, size: u64, sha256: &str, pause:
 /// Copies a staged kernel or initramfs to `dir/name` on the ESP. The bytes are
 /// hashed against the manifest as they are written (the staged file sat on
 /// STATE through the slot write and could have been swapped), and the ESP
-/// copy is read back past the page cache before it takes the name.
+/// copy is read back past the page cache after its flush.
 pub(crate) fn write_boot_file(src: &Path, payload: &Payload, dir: &Path, name: &str) -> Result<(), UpdateError> {
     let mut bytes = Vec::new();
     let f = std::fs::File::open(src).map_err(io(format!("cannot open {}", src.display())))?;
@@ -123,25 +123,24 @@ pub(crate) fn write_boot_file(src: &Path, payload: &Payload, dir: &Path, name: &
             payload.sha256
         )));
     }
-    let tmp = dir.join(format!("{name}.new"));
-    durable::write_flushed(&tmp, &bytes)?;
-    drop(bytes);
-    let mut back = std::fs::File::open(&tmp).map_err(io(format!("cannot open {}", tmp.display())))?;
-    // SAFETY: advice on a descriptor we own; it only drops clean cached pages,
-    // so the read below comes from the disk.
-    unsafe { libc::posix_fadvise(back.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
-    let mut h = Sha256::new();
-    let len = hash_into(&mut back, payload.size.saturating_add(1), &mut h).map_err(io(format!("cannot read back {}", tmp.display())))?;
-    let back_sha = hex::encode(h.finalize());
-    if len != payload.size || back_sha != payload.sha256 {
+    // Written under its final name: no entry points at this slot now (see
+    // the module of `install`), and a rename could cross-link the FAT.
+    let path = dir.join(name);
+    durable::remove(&dir.join(format!("{name}.new")))?;
+    durable::remove(&path)?;
+    durable::write_flushed(&path, &bytes)?;
+    let back = durable::read_uncached(&path, payload.size.saturating_add(1))?;
+    let back_sha = hex::encode(Sha256::digest(&back));
+    if back.len() as u64 != payload.size || back_sha != payload.sha256 {
         return Err(UpdateError::Not(format!(
-            "{} reads back as {len} bytes with sha256 {back_sha}, not {} bytes with {}: the ESP is failing",
-            tmp.display(),
+            "{} reads back as {} bytes with sha256 {back_sha}, not {} bytes with {}: the ESP is failing",
+            path.display(),
+            back.len(),
             payload.size,
             payload.sha256
         )));
     }
-    std::fs::rename(&tmp, dir.join(name)).map_err(io(format!("cannot rename {} to {name}", tmp.display())))
+    Ok(())
 }
 
 #[cfg(test)]
@@ -169,7 +168,6 @@ mod tests {
             let e = write_boot_file(&src, &signed, &esp, "vmlinuz").unwrap_err().to_string();
             assert!(e.contains("changed on STATE after the download"), "{e}");
             assert_eq!(std::fs::read(esp.join("vmlinuz")).unwrap(), b"the signed kernel");
-            assert!(!esp.join("vmlinuz.new").exists());
         }
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -152,6 +152,26 @@ impl Store {
         Ok(replace(&p, text.as_bytes())?)
     }
 
+    /// Forgets that `v` was bad; false if it was not recorded.
+    pub fn unmark_bad(&self, v: Version) -> Result<bool, StateError> {
+        let p = self.dir.join("bad");
+        let Some(text) = read_opt(&p)? else { return Ok(false) };
+        let mut found = false;
+        let mut kept = String::new();
+        for l in text.lines() {
+            if l.split_whitespace().next().and_then(|w| w.parse::<Version>().ok()) == Some(v) {
+                found = true;
+            } else {
+                kept.push_str(l);
+                kept.push('\n');
+            }
+        }
+        if found {
+            replace(&p, kept.as_bytes())?;
+        }
+        Ok(found)
+    }
+
     pub fn trial(&self) -> Result<Option<Trial>, StateError> {
         let p = self.dir.join("trial");
         let Some(text) = read_opt(&p)? else { return Ok(None) };
@@ -212,6 +232,10 @@ mod tests {
         s.mark_bad(Version(0, 3, 0), "unhealthy: web").unwrap();
         s.mark_bad(Version(0, 3, 0), "again").unwrap();
         assert_eq!(s.bad().unwrap(), vec![Version(0, 3, 0)]);
+        s.mark_bad(Version(0, 4, 0), "rolled back by the operator").unwrap();
+        assert!(s.unmark_bad(Version(0, 3, 0)).unwrap());
+        assert!(!s.unmark_bad(Version(0, 3, 0)).unwrap());
+        assert_eq!(s.bad().unwrap(), vec![Version(0, 4, 0)]);
         let _ = std::fs::remove_dir_all(&s.dir);
     }
 

@@ -4,8 +4,15 @@
 //! Order matters for power cuts. Nothing touches the inactive slot or the ESP
 //! until the manifest and every payload have been checked. The slot's old
 //! entry goes first, so no entry points at a half-written slot; the commit
-//! point is one rename of `cairn-<slot>.new` to `cairn-<slot>+3-0.conf`; the
-//! running slot's entry, known good and without a counter, is never touched.
+//! point is the flush of a new file `cairn-<slot>+3-0.conf`; the running
+//! slot's entry, known good and without a counter, is never touched.
+//!
+//! Nothing on the ESP is ever renamed. A FAT rename cut by a power cut can
+//! leave two names on one cluster chain (Linux's vfat adds the new name
+//! first), and removing either name later frees clusters the other still
+//! uses. So every file is written under its final name, flushed and read
+//! back, and an entry's text puts `linux` last: a file cut short is no entry
+//! at all to the loader. The ESP is mounted read-write only while it changes.
 
 use crate::check::{check, Context, Refusal};
 use crate::durable;
@@ -180,12 +187,15 @@ impl Updater {
     pub fn install(&mut self, p: &Prepared) -> Result<InstallReport, UpdateError> {
         let m = &p.manifest;
         self.pause("staged");
-        let esp = Esp::mount(true)?;
-        self.require_blessed(&esp)?;
-        self.store.set_trial(&Trial { slot: p.target, version: m.version, from: self.version, committed: false, committed_at: 0 })?;
-        // No entry may point at the slot while it is rewritten.
-        remove_entries(&esp, p.target)?;
-        esp.sync()?;
+        {
+            let esp = Esp::mount(true)?;
+            self.require_blessed(&esp)?;
+            self.store.set_trial(&Trial { slot: p.target, version: m.version, from: self.version, committed: false, committed_at: 0 })?;
+            // No entry may point at the slot while it is rewritten.
+            remove_entries(&esp, p.target)?;
+            esp.sync()?;
+        }
+        // Unmounted (flushed) for the minutes of the slot write.
         self.pause("old-entry-removed");
 
         let dev = system::partition(p.target.label())?;
@@ -198,6 +208,7 @@ impl Updater {
             m.root.size as f64 / MIB / write_s.max(0.001)
         ));
 
+        let esp = Esp::mount(true)?;
         let slot_dir = esp.dir.join("cairn").join(p.target.letter().to_string());
         std::fs::create_dir_all(&slot_dir).map_err(io(format!("cannot create {}", slot_dir.display())))?;
         for (src, payload, name) in [(&p.kernel, &m.kernel, "vmlinuz"), (&p.initramfs, &m.initramfs, "initramfs.img")] {
@@ -227,17 +238,11 @@ impl Updater {
         Ok(InstallReport { write_s, bytes: m.root.size })
     }
 
-    /// Writes `cairn-<slot>.new`, then the commit: one rename to `+3-0`.
+    /// The commit: `cairn-<slot>+3-0.conf` written, flushed and read back.
     fn commit_entry(&mut self, esp: &Esp, slot: Slot, text: &str) -> Result<(), UpdateError> {
-        let dir = esp.entries_dir();
-        let staged = dir.join(entries::staging_name(slot));
-        durable::write_flushed(&staged, text.as_bytes())?;
-        durable::sync_dir(&dir)?;
-        self.pause("entry-staged");
         let name = EntryName { slot, counter: Some((entries::TRIES, 0)) }.file();
-        std::fs::rename(&staged, dir.join(&name)).map_err(io(format!("cannot rename {} to {name}", staged.display())))?;
-        durable::sync_dir(&dir)?;
-        esp.sync()?;
+        write_entry(esp, &name, text)?;
+        self.pause("entry-written");
         self.say(&format!("boot entry {name} is now first; the next boot tries slot {slot} ({} tries)", entries::TRIES));
         Ok(())
     }
@@ -281,7 +286,7 @@ impl Updater {
         let own: Vec<&(EntryName, String)> = all.iter().filter(|(e, _)| e.slot == self.slot).collect();
         let trial = self.store.trial()?;
         let counted = own.iter().find(|(e, _)| e.counter.is_some());
-        if let Some((entry, _)) = counted {
+        if let Some((entry, text)) = counted {
             let dir = esp.entries_dir();
             let booted = system::loader_var("LoaderBootCountPath");
             if healthy && system::efi() && booted.is_none() {
@@ -291,13 +296,17 @@ impl Updater {
                 return self.fail_trial(&esp, entry, reason);
             }
             self.pause("bless");
+            // The blessed entry is a new file with the counted one's text;
+            // only once it is on disk does the counted one go. A bless cut
+            // short may have left the blessed file, whole or not.
             let blessed = EntryName { slot: self.slot, counter: None }.file();
-            if own.iter().any(|(e, _)| e.counter.is_none()) {
-                // A bless cut short left both names; keep the blessed one.
-                durable::remove(&dir.join(entry.file()))?;
-            } else {
-                std::fs::rename(dir.join(entry.file()), dir.join(&blessed)).map_err(io(format!("cannot rename {} to {blessed}", entry.file())))?;
+            let whole = own.iter().any(|(e, t)| e.counter.is_none() && t == text);
+            if !whole {
+                durable::remove_synced(&dir.join(&blessed))?;
+                write_entry(&esp, &blessed, text)?;
             }
+            self.pause("bless-written");
+            durable::remove(&dir.join(entry.file()))?;
             durable::sync_dir(&dir)?;
             esp.sync()?;
             self.pause("blessed");
@@ -364,8 +373,13 @@ impl Updater {
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| UpdateError::Not(format!("the entry {} names no OS version", entry.file())))?;
         if self.store.bad()?.contains(&version) {
-            return Err(UpdateError::Not(format!("slot {other} holds {version}, which failed its trial here")));
+            return Err(UpdateError::Not(format!(
+                "slot {other} holds {version}, which is recorded as bad here (`cairnctl update unmark {version}` allows it again)"
+            )));
         }
+        // The operator says this version is broken: no later `apply` may
+        // bring it back on its own.
+        self.store.mark_bad(self.version, "rolled back by the operator")?;
         let generation = next_generation(&esp)?;
         let options = text.lines().find_map(|l| l.strip_prefix("options")).unwrap_or("").trim().to_string();
         let new_text = entries::text(&version.to_string(), generation, other, &options);
@@ -431,6 +445,21 @@ pub struct Prepared {
 pub struct InstallReport {
     pub write_s: f64,
     pub bytes: u64,
+}
+
+/// Writes a boot entry under its final name, flushes it with its directory,
+/// and reads it back past the page cache.
+fn write_entry(esp: &Esp, name: &str, text: &str) -> Result<(), UpdateError> {
+    let dir = esp.entries_dir();
+    let path = dir.join(name);
+    durable::write_flushed(&path, text.as_bytes())?;
+    durable::sync_dir(&dir)?;
+    esp.sync()?;
+    let back = durable::read_uncached(&path, text.len() as u64 + 1)?;
+    if back != text.as_bytes() {
+        return Err(UpdateError::Not(format!("{} reads back other than written: the ESP is failing", path.display())));
+    }
+    Ok(())
 }
 
 /// Every Cairn entry on the ESP with its text, sorted by name.
