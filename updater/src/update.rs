@@ -288,19 +288,24 @@ impl Updater {
         let counted = own.iter().find(|(e, _)| e.counter.is_some());
         if let Some((entry, text)) = counted {
             let dir = esp.entries_dir();
-            let booted = system::loader_var("LoaderBootCountPath");
-            if healthy && system::efi() && booted.is_none() {
-                return self.fail_trial(&esp, entry, "the boot loader did not count this boot (no LoaderBootCountPath)");
-            }
-            if !healthy {
-                return self.fail_trial(&esp, entry, reason);
-            }
-            self.pause("bless");
             // The blessed entry is a new file with the counted one's text;
             // only once it is on disk does the counted one go. A bless cut
-            // short may have left the blessed file, whole or not.
-            let blessed = EntryName { slot: self.slot, counter: None }.file();
+            // short may have left the blessed file: whole, it is the verdict
+            // of the boot that wrote it, and this boot (which may have come
+            // from it, uncounted) only finishes the bless; cut, it is
+            // written again.
             let whole = own.iter().any(|(e, t)| e.counter.is_none() && t == text);
+            if !whole {
+                let booted = system::loader_var("LoaderBootCountPath");
+                if healthy && system::efi() && booted.is_none() {
+                    return self.fail_trial(&esp, entry, "the boot loader did not count this boot (no LoaderBootCountPath)");
+                }
+                if !healthy {
+                    return self.fail_trial(&esp, entry, reason);
+                }
+            }
+            self.pause("bless");
+            let blessed = EntryName { slot: self.slot, counter: None }.file();
             if !whole {
                 durable::remove_synced(&dir.join(&blessed))?;
                 write_entry(&esp, &blessed, text)?;
