@@ -227,23 +227,29 @@ fn a_v2_whose_init_hangs_ends_back_on_v1() {
     );
 }
 
-/// sha256 of the guest's bytes `start..start+len` (MiB), read from the disk
-/// image while the machine runs.
-fn hash_range(disk: &Path, dir: &Scratch, start_mib: u64, len_mib: u64) -> String {
+/// sha256 of the guest's bytes in each range (start, length in MiB), from a
+/// raw copy of the disk image taken while the machine runs. (Not `qemu-img
+/// dd`: 7.2 counts `count=` from the start of the disk, not from `skip=`.)
+fn hash_ranges(disk: &Path, dir: &Scratch, ranges: &[(u64, u64)]) -> Vec<String> {
     use sha2::Digest;
-    let out = dir.path("range.raw");
-    let _ = std::fs::remove_file(&out);
-    let st = Command::new("qemu-img")
-        .args(["dd", "-U", "-O", "raw", "bs=1M", &format!("skip={start_mib}"), &format!("count={len_mib}")])
-        .arg(format!("if={}", disk.display()))
-        .arg(format!("of={}", out.display()))
-        .status()
-        .unwrap();
-    assert!(st.success(), "qemu-img dd of {}", disk.display());
-    let bytes = std::fs::read(&out).unwrap();
-    assert_eq!(bytes.len() as u64, len_mib << 20, "the range was read whole");
-    let _ = std::fs::remove_file(&out);
-    hex::encode(sha2::Sha256::digest(&bytes))
+    use std::io::{Read, Seek, SeekFrom};
+    let raw = dir.path("guest.raw");
+    let _ = std::fs::remove_file(&raw);
+    let st = Command::new("qemu-img").args(["convert", "-U", "-O", "raw"]).arg(disk).arg(&raw).status().unwrap();
+    assert!(st.success(), "qemu-img convert of {}", disk.display());
+    let mut f = std::fs::File::open(&raw).unwrap();
+    let hashes = ranges
+        .iter()
+        .map(|&(start, len)| {
+            let mut bytes = Vec::new();
+            f.seek(SeekFrom::Start(start << 20)).unwrap();
+            (&mut f).take(len << 20).read_to_end(&mut bytes).unwrap();
+            assert_eq!(bytes.len() as u64, len << 20, "the range at {start} MiB was read whole");
+            hex::encode(sha2::Sha256::digest(&bytes))
+        })
+        .collect();
+    let _ = std::fs::remove_file(&raw);
+    hashes
 }
 
 #[test]
@@ -298,7 +304,7 @@ fn refused_updates_leave_slot_and_esp_byte_for_byte_unchanged() {
     // The ESP and slot B, in MiB (image/src/disk.rs lays them out).
     let (esp, slot_b) = ((1u64, 128u64), (1153u64, 1024u64));
     m.sh_ok("sync").unwrap();
-    let before = [hash_range(&disk, &dir, esp.0, esp.1), hash_range(&disk, &dir, slot_b.0, slot_b.1)];
+    let before = hash_ranges(&disk, &dir, &[esp, slot_b]);
     for (what, bundle, spoil, message) in cases {
         server.publish(&bundle);
         spoil();
@@ -307,7 +313,7 @@ fn refused_updates_leave_slot_and_esp_byte_for_byte_unchanged() {
         assert!(out.contains("update refused") && out.contains(message), "{what}: `{message}` in:\n{out}");
     }
     m.sh_ok("sync").unwrap();
-    let after = [hash_range(&disk, &dir, esp.0, esp.1), hash_range(&disk, &dir, slot_b.0, slot_b.1)];
+    let after = hash_ranges(&disk, &dir, &[esp, slot_b]);
     assert_eq!(before[0], after[0], "the ESP changed");
     assert_eq!(before[1], after[1], "ROOT-B changed");
     let st = status(&mut m);
