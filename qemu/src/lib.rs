@@ -73,6 +73,9 @@ pub struct Config {
     /// Let the guest reboot (Ctrl-Alt-Del) instead of making QEMU exit.
     pub allow_reboot: bool,
     pub extra_args: Vec<String>,
+    /// Bytes appended to the kernel command line as they are: they need not
+    /// be UTF-8 (direct boot only).
+    pub cmdline_raw: Vec<u8>,
 }
 
 impl Config {
@@ -111,6 +114,7 @@ impl Config {
             interactive: false,
             allow_reboot: true,
             extra_args: Vec::new(),
+            cmdline_raw: Vec::new(),
         }
     }
 
@@ -298,7 +302,13 @@ impl Machine {
             .args(["-display", "none", "-smp", &cfg.cpus.to_string(), "-m", &cfg.memory_mb.to_string()]);
         match &cfg.boot {
             Boot::Direct { kernel, initrd } => {
-                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).args(["-append", &cfg.cmdline]);
+                let mut append = cfg.cmdline.clone().into_bytes();
+                if !cfg.cmdline_raw.is_empty() {
+                    append.push(b' ');
+                    append.extend_from_slice(&cfg.cmdline_raw);
+                }
+                let append = <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(append);
+                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).arg("-append").arg(append);
             }
             Boot::Uefi => {
                 let vars = dir.join("OVMF_VARS.fd");
