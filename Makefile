@@ -86,7 +86,8 @@ test-fixtures: image
 run: image
 	target/release/cairn-qemu run
 
-unit-test: deps
+# Some unit tests read the pinned kernel's modules and the Debian packages.
+unit-test: deps kernel debs
 	$(CARGO) test -q --locked --workspace --exclude cairn-tests
 
 qemu-test: test-fixtures
