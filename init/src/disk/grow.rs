@@ -187,11 +187,11 @@ mod tests {
         let f = std::fs::File::create(&path).unwrap();
         f.set_len(16 << 20).unwrap();
         drop(f);
-        let status = std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-b", "4096"])
-            .arg(&path)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run mkfs.ext4 (e2fsprogs; scripts/install-deps installs it): {e}"));
+        // Where Debian puts it, for a PATH without the sbin directories.
+        let status = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "mkfs.ext4"]
+            .iter()
+            .find_map(|cmd| std::process::Command::new(cmd).args(["-q", "-F", "-b", "4096"]).arg(&path).status().ok())
+            .unwrap_or_else(|| panic!("cannot run mkfs.ext4 (e2fsprogs; scripts/install-deps installs it)"));
         assert!(status.success(), "mkfs.ext4 on {} failed: {status}", path.display());
         let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);
