@@ -73,7 +73,8 @@ image: kernel debs build keys
 
 # What the update tests install over the debug image: the same build as a
 # newer version, one with a service that is never healthy, one whose stage 2
-# hangs, and an initramfs the kernel cannot run (a kernel panic).
+# hangs, and an initramfs the kernel cannot run (a kernel panic); and a disk
+# of that newer version to attach beside a machine's own.
 test-fixtures: image
 	@mkdir -p $(TESTDIR)
 	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-hostile
@@ -82,6 +83,8 @@ test-fixtures: image
 	$(IMAGE) root --out $(TESTDIR)/unhealthy-root.img $(TEST_ROOT_ARGS) --services services --services tests/fixtures/services --version 0.2.0
 	$(IMAGE) root --out $(TESTDIR)/hang-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0 --init tests/fixtures/hang-init
 	$(IMAGE) initramfs --out $(TESTDIR)/panic-initramfs.img --init tests/fixtures/no-init
+	$(IMAGE) disk --out $(TESTDIR)/other-disk.raw --root $(TESTDIR)/good-root.img --vmlinuz out/vmlinuz \
+		--initramfs out/initramfs.img --cmdline "$(CMDLINE)" --version 0.2.0
 
 run: image
 	target/release/cairn-qemu run
