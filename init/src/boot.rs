@@ -4,7 +4,7 @@
 //! itself (containerd, the debug shell).
 
 use crate::cmdline::Settings;
-use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, watchdog};
+use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, verdict, watchdog};
 use crate::{Init, SIGNALS, VERSION};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -94,10 +94,13 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     let now = Instant::now();
     let mut supervisor = supervisor::Supervisor::new();
     supervisor::set_runtime(&settings.runtime);
-    for spec in services::load(&settings.enable, &settings.disable, &settings.runtime) {
+    let loaded = services::load(&settings.enable, &settings.disable, &settings.runtime);
+    for spec in loaded.specs {
         supervisor.add(spec, now);
     }
+    let mut gate = verdict::Gate { loader_failed: loaded.failed, services: loaded.gates, var_is_state: stage2 && mounts::var_is_state() };
     if let Some(spec) = containerd_spec(&release, &settings) {
+        gate.services.push(spec.name.clone());
         supervisor.add(spec, now);
     }
     let probes = match health_wake {
@@ -150,6 +153,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         ready: false,
         watchdog,
         verdict: false,
+        gate,
     }
 }
 

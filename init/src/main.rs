@@ -65,6 +65,8 @@ struct Init {
     watchdog: Option<watchdog::Watchdog>,
     /// Whether this boot's verdict went to the updater.
     verdict: bool,
+    /// What a trial boot must reach to be healthy.
+    gate: verdict::Gate,
 }
 
 fn main() {

@@ -47,9 +47,16 @@ impl Loader {
     }
 }
 
+/// Which rule picked the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum By {
+    Loader,
+    RootHash,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum Pick {
-    Found(BlockDev),
+    Found(BlockDev, By),
     /// Not (yet) there: the disk may still be probed.
     Waiting,
     Ambiguous(Vec<String>),
@@ -65,13 +72,13 @@ pub fn pick(devs: &[BlockDev], label: &str, loader: &Loader, mut root_matches: i
             devs.iter().filter(|d| d.partuuid.as_deref() == Some(uuid.as_str())).filter_map(|d| d.disk.as_deref()).collect();
         candidates.retain(|c| c.disk.as_deref().is_some_and(|d| disks.contains(&d)));
         if let [one] = candidates[..] {
-            return Pick::Found(one.clone());
+            return Pick::Found(one.clone(), By::Loader);
         }
     }
     candidates.retain(|c| root_matches(c));
     match candidates[..] {
         [] => Pick::Waiting,
-        [one] => Pick::Found(one.clone()),
+        [one] => Pick::Found(one.clone(), By::RootHash),
         ref many => Pick::Ambiguous(many.iter().map(|d| d.name.clone()).collect()),
     }
 }
@@ -79,7 +86,7 @@ pub fn pick(devs: &[BlockDev], label: &str, loader: &Loader, mut root_matches: i
 /// Waits up to `limit` for the slot's root partition on this machine's own
 /// disk, calling `tick` every turn (the watchdog must not fire while an
 /// operator is owed the message that names what was seen).
-pub fn wait_for_root(label: &str, loader: &Loader, verity: &Verity, limit: Duration, mut tick: impl FnMut()) -> Result<BlockDev, NotFound> {
+pub fn wait_for_root(label: &str, loader: &Loader, verity: &Verity, limit: Duration, mut tick: impl FnMut()) -> Result<(BlockDev, By), NotFound> {
     let start = Instant::now();
     let expected = RootHash::from(verity);
     loop {
@@ -89,7 +96,7 @@ pub fn wait_for_root(label: &str, loader: &Loader, verity: &Verity, limit: Durat
             fill_partition_guids(&mut devs);
         }
         match pick(&devs, label, loader, |d| expected.as_ref().is_some_and(|e| e.matches(d, verity.data_blocks))) {
-            Pick::Found(d) => return Ok(d),
+            Pick::Found(d, by) => return Ok((d, by)),
             Pick::Ambiguous(parts) => return Err(NotFound::Ambiguous { label: label.into(), parts: parts.join(", ") }),
             Pick::Waiting if start.elapsed() >= limit => {
                 return Err(NotFound::Missing { label: label.into(), waited: limit, rule: loader.rule(), seen: blockdev::describe(&devs) })
@@ -216,7 +223,8 @@ mod tests {
 
     fn name(p: Pick) -> String {
         match p {
-            Pick::Found(d) => d.name,
+            Pick::Found(d, By::Loader) => format!("{} by the loader", d.name),
+            Pick::Found(d, By::RootHash) => format!("{} by the root hash", d.name),
             other => format!("{other:?}"),
         }
     }
@@ -225,7 +233,7 @@ mod tests {
     fn the_loaders_partition_names_the_disk() {
         let devs = two_disks("bbbb-e5");
         let loader = Loader::Partition("bbbb-e5".into());
-        assert_eq!(name(pick(&devs, "ROOT-A", &loader, |_| panic!("no hash needed"))), "vdb2");
+        assert_eq!(name(pick(&devs, "ROOT-A", &loader, |_| panic!("no hash needed"))), "vdb2 by the loader");
         // The loader's disk not probed yet: wait, never take the other one.
         assert_eq!(pick(&devs[..2], "ROOT-A", &loader, |_| true), Pick::Waiting);
     }
@@ -234,15 +242,15 @@ mod tests {
     fn same_guids_on_both_disks_fall_back_to_the_root_hash() {
         let devs = two_disks("c41f-e5");
         let loader = Loader::Partition("c41f-e5".into());
-        assert_eq!(name(pick(&devs, "ROOT-A", &loader, |d| d.name == "vdb2")), "vdb2");
-        assert_eq!(name(pick(&devs, "ROOT-A", &loader, |d| d.name == "vda2")), "vda2");
+        assert_eq!(name(pick(&devs, "ROOT-A", &loader, |d| d.name == "vdb2")), "vdb2 by the root hash");
+        assert_eq!(name(pick(&devs, "ROOT-A", &loader, |d| d.name == "vda2")), "vda2 by the root hash");
         assert_eq!(pick(&devs, "ROOT-A", &loader, |_| true), Pick::Ambiguous(vec!["vda2".into(), "vdb2".into()]));
     }
 
     #[test]
     fn direct_boot_takes_the_disk_with_the_expected_root_never_the_first_by_name() {
         let devs = two_disks("c41f-e5");
-        assert_eq!(name(pick(&devs, "ROOT-A", &Loader::Unknown, |d| d.name == "vdb2")), "vdb2");
+        assert_eq!(name(pick(&devs, "ROOT-A", &Loader::Unknown, |d| d.name == "vdb2")), "vdb2 by the root hash");
         assert_eq!(pick(&devs, "ROOT-A", &Loader::Unknown, |_| false), Pick::Waiting);
         assert_eq!(pick(&devs, "ROOT-B", &Loader::Unknown, |_| true), Pick::Waiting);
     }

@@ -169,12 +169,16 @@ fn try_run(settings: &Settings, verity: &Verity, stage2_args: &[String], tick: i
     let start = Instant::now();
     let label = format!("ROOT-{}", settings.slot.unwrap_or('a').to_ascii_uppercase());
     let loader = booted::loader();
-    let part = booted::wait_for_root(&label, &loader, verity, settings.root_timeout, tick)?;
+    let (part, by) = booted::wait_for_root(&label, &loader, verity, settings.root_timeout, tick)?;
     let disk = part.disk.clone().unwrap_or_default();
-    info!("booted from {disk} ({label} on {}, {})", part.name, match &loader {
-        booted::Loader::Partition(uuid) => format!("boot loader partition {uuid}"),
-        booted::Loader::Unknown => "by its verity root hash".to_string(),
-    });
+    let how = match (&loader, by) {
+        (booted::Loader::Partition(uuid), booted::By::Loader) => format!("the boot loader's partition {uuid} is on it"),
+        (booted::Loader::Partition(uuid), booted::By::RootHash) => {
+            format!("the boot loader's partition {uuid} is on more than one disk; by its verity root hash")
+        }
+        (booted::Loader::Unknown, _) => "no boot loader said; by its verity root hash".to_string(),
+    };
+    info!("booted from {disk} ({label} on {}: {how})", part.name);
     let state = settle_disk(&disk);
     let dev = part.node();
     let target = dm::Target {
