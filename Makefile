@@ -13,6 +13,7 @@ CTL_BIN := target/$(TARGET)/release/cairnctl
 # power-cut tests. out/cairn.raw never carries it.
 CTL_FAULT_BIN := build/cairnctl-fault-injection
 SVCLOAD_BIN := target/$(TARGET)/release/cairn-svcload
+CONFIG_BIN := target/$(TARGET)/release/cairn-config
 # The embedded default configuration: serial console, quiet kernel, reboot 5 s
 # after a kernel panic, and LSMs picked so AppArmor stays off (Docker needs it so).
 CMDLINE := console=ttyS0 quiet panic=5 lsm=landlock,lockdown,yama,integrity,bpf
@@ -42,7 +43,7 @@ STATIC := RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
 build: deps
 	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairnctl --features cairnctl/fault-injection
 	@mkdir -p build && cp $(CTL_BIN) $(CTL_FAULT_BIN)
-	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload
+	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload -p cairn-config
 	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
 
 debs: deps
@@ -53,7 +54,7 @@ keys: build
 	@test -f $(KEYS)/release.key || $(IMAGE) keygen --out $(KEYS)/release.key --id release
 	@(echo "threshold 1"; cat $(KEYS)/release.key.pub) > $(KEYS)/keyring
 
-ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
+ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --config-loader $(CONFIG_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
 ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_BIN)
 # The debug disk and the update fixtures: the same root with the fault-injection cairnctl.
 TEST_ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_FAULT_BIN)
@@ -73,28 +74,19 @@ image: kernel debs build keys
 
 # What the update tests install over the debug image: the same build as a
 # newer version, one with a service that is never healthy, one whose stage 2
-# hangs, one whose service loader fails, one without the NIC's driver (root
-# and initramfs), and an initramfs the kernel cannot run (a kernel panic); and
-# a disk of that newer version to attach beside a machine's own.
+# hangs, and an initramfs the kernel cannot run (a kernel panic).
 test-fixtures: image
 	@mkdir -p $(TESTDIR)
-	RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static" $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-hostile
 	echo "$(CMDLINE) cairn.debug=shell" > $(TESTDIR)/cmdline
 	$(IMAGE) root --out $(TESTDIR)/good-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0
 	$(IMAGE) root --out $(TESTDIR)/unhealthy-root.img $(TEST_ROOT_ARGS) --services services --services tests/fixtures/services --version 0.2.0
 	$(IMAGE) root --out $(TESTDIR)/hang-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0 --init tests/fixtures/hang-init
 	$(IMAGE) initramfs --out $(TESTDIR)/panic-initramfs.img --init tests/fixtures/no-init
-	$(IMAGE) root --out $(TESTDIR)/loader-fails-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0 --svcload tests/fixtures/failing-svcload
-	$(IMAGE) root --out $(TESTDIR)/no-nic-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0 --drop-module virtio_net
-	$(IMAGE) initramfs --out $(TESTDIR)/no-nic-initramfs.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --busybox /bin/busybox --drop-module virtio_net
-	$(IMAGE) disk --out $(TESTDIR)/other-disk.raw --root $(TESTDIR)/good-root.img --vmlinuz out/vmlinuz \
-		--initramfs out/initramfs.img --cmdline "$(CMDLINE)" --version 0.2.0
 
 run: image
 	target/release/cairn-qemu run
 
-# Some unit tests read the pinned kernel's modules and the Debian packages.
-unit-test: deps kernel debs
+unit-test: deps
 	$(CARGO) test -q --locked --workspace --exclude cairn-tests
 
 qemu-test: test-fixtures

@@ -4,7 +4,7 @@
 //! itself (containerd, the debug shell).
 
 use crate::cmdline::Settings;
-use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, verdict, watchdog};
+use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, watchdog};
 use crate::{Init, SIGNALS, VERSION};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -39,7 +39,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         warn!("cannot read /proc/cmdline: {e}; using the defaults");
         Vec::new()
     });
-    let (settings, warnings) = cmdline::parse(&cmdline);
+    let (mut settings, warnings) = cmdline::parse(&cmdline);
     logger.set_level(settings.log_level);
     let release = sys::kernel_release().unwrap_or_else(|_| "unknown".into());
     let stage = match (stage2, settings.slot) {
@@ -54,8 +54,12 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     if !stage2 && settings.slot.is_some() {
         stage1(&release, &settings);
     }
+    let mut loaded = crate::config::Loaded { config: "none".into(), platform: String::new(), network: false };
     if stage2 {
         prepare_stage2(&mut mounted);
+        // Before the network and services: the config may name both.
+        loaded = crate::config::load(&release, &cmdline, &mut settings);
+        logger.set_level(settings.log_level);
     }
 
     // The network thread waits for its link to appear, so it starts before the
@@ -72,7 +76,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
             None
         }
     };
-    let net_status = if net.is_none() { Some(net::Status::Failed("no network thread".into())) } else { None };
+    let mut net_status = if net.is_none() { Some(net::Status::Failed("no network thread".into())) } else { None };
 
     load_modules(&release, &settings, &[BOOT_MODULES]);
     let watchdog = match (settings.watchdog.is_zero(), watchdog_fd) {
@@ -82,6 +86,12 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
             .ok(),
         (false, None) => arm_watchdog(&settings),
     };
+    let mut watchdog = watchdog;
+    if loaded.network {
+        network_config(&release, &cmdline, &mut settings, &mut loaded, net.as_ref(), &mut net_status, &mut watchdog, &mut mounted);
+    }
+    let config = loaded.config;
+    let platform = loaded.platform;
 
     let acpi = match power::AcpiListener::open() {
         Ok(l) => Some(l),
@@ -94,13 +104,10 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     let now = Instant::now();
     let mut supervisor = supervisor::Supervisor::new();
     supervisor::set_runtime(&settings.runtime);
-    let loaded = services::load(&settings.enable, &settings.disable, &settings.runtime);
-    for spec in loaded.specs {
+    for spec in services::load(&settings.enable, &settings.disable, &settings.runtime) {
         supervisor.add(spec, now);
     }
-    let mut gate = verdict::Gate { loader_failed: loaded.failed, services: loaded.gates, var_is_state: stage2 && mounts::var_is_state() };
     if let Some(spec) = containerd_spec(&release, &settings) {
-        gate.services.push(spec.name.clone());
         supervisor.add(spec, now);
     }
     let probes = match health_wake {
@@ -153,8 +160,69 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         ready: false,
         watchdog,
         verdict: false,
-        gate,
+        config,
+        platform,
     }
+}
+
+/// The machine config's second try, from the sources that need the network
+/// (a URL, the platform's metadata service), once the first link has DHCP.
+/// A config that changes the network is kept and applied by rebooting once:
+/// the network thread sets a link up once and does not start over.
+#[allow(clippy::too_many_arguments)]
+fn network_config(
+    release: &str,
+    cmdline: &[u8],
+    settings: &mut Settings,
+    loaded: &mut crate::config::Loaded,
+    net: Option<&std::sync::mpsc::Receiver<net::Status>>,
+    net_status: &mut Option<net::Status>,
+    watchdog: &mut Option<watchdog::Watchdog>,
+    mounted: &mut mounts::Mounted,
+) {
+    if let Some(w) = watchdog.as_mut() {
+        w.pet();
+    }
+    if net_status.is_none() {
+        *net_status = net.and_then(|rx| rx.recv_timeout(settings.net_timeout).ok());
+    }
+    if !matches!(net_status, Some(net::Status::Configured { .. })) {
+        warn!("no network for the machine config's network sources; running without a machine config");
+        return;
+    }
+    let before = settings.clone();
+    let mut pet = || {
+        if let Some(w) = watchdog.as_mut() {
+            w.pet();
+        }
+    };
+    let Some(label) = crate::config::load_network(cmdline, settings, &mut pet) else { return };
+    loaded.config = label;
+    if crate::config::network_changed(&before, settings) {
+        if loaded.config.ends_with(":0") {
+            error!("machine config {} changes the network but could not be kept on STATE; the network stays as it is", loaded.config);
+            *settings = Settings { net: before.net, gateway: before.gateway, dns: before.dns, iface: before.iface, ..settings.clone() };
+        } else {
+            crate::say(&format!("cairn-init: machine config {} changes the network; rebooting once to apply it", loaded.config));
+            sys::sync();
+            for (target, e) in mounts::unmount_all(&mut mounts::RealMounter, mounted) {
+                warn!("cannot unmount {target}: {e}");
+            }
+            sys::sync();
+            let e = sys::reboot(libc::RB_AUTOBOOT);
+            error!("reboot(2) failed: {e}; the network stays as it is until the next boot");
+            *settings = Settings { net: before.net, gateway: before.gateway, dns: before.dns, iface: before.iface, ..settings.clone() };
+        }
+    }
+    if settings.hostname != before.hostname {
+        if let Some(h) = &settings.hostname {
+            if let Err(e) = sys::sethostname(h).and_then(|()| net::write_run_file("hostname", &format!("{h}\n"))) {
+                warn!("cannot set hostname {h}: {e}");
+            }
+        }
+    }
+    let extra: Vec<String> = settings.modules.iter().filter(|m| !before.modules.contains(m)).cloned().collect();
+    load_module_names(release, &extra);
 }
 
 fn arm_watchdog(settings: &Settings) -> Option<watchdog::Watchdog> {
@@ -175,30 +243,20 @@ fn arm_watchdog(settings: &Settings) -> Option<watchdog::Watchdog> {
 fn stage1(release: &str, settings: &Settings) -> ! {
     load_modules(release, settings, &[BOOT_MODULES, ROOT_MODULES]);
     // Armed before the root is even found: a trial slot that hangs anywhere
-    // from here on reboots and uses up a try. The bounded waits below pet
-    // it, so a missing disk ends in the message naming what was seen, not in
-    // a watchdog reset.
+    // from here on reboots and uses up a try.
     let mut stage2_args = vec!["--stage2".to_string()];
-    let mut watchdog = if settings.watchdog.is_zero() { None } else { arm_watchdog(settings) };
-    if let Some(w) = &watchdog {
-        // Left open across the exec (no CLOEXEC): stage 2 takes it over.
-        stage2_args.push(format!("{}{}", watchdog::FD_ARG, w.raw_fd()));
-    }
-    let mut pet = || {
-        if let Some(w) = &mut watchdog {
-            w.pet();
+    if !settings.watchdog.is_zero() {
+        if let Some(w) = arm_watchdog(settings) {
+            stage2_args.push(format!("{}{}", watchdog::FD_ARG, w.into_raw_fd()));
         }
-    };
+    }
     let err = match &settings.verity {
-        Some(v) => error_chain(&disk::run(settings, v, &stage2_args, &mut pet)),
+        Some(v) => error_chain(&disk::run(settings, v, &stage2_args)),
         None => "cairn.slot is set but cairn.verity_blocks, cairn.verity_salt and cairn.verity_root are not all valid".into(),
     };
     error!("stage 1 failed: {err}");
     error!("rebooting in 10 s");
-    for _ in 0..20 {
-        pet();
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    std::thread::sleep(Duration::from_secs(10));
     sys::sync();
     let e = sys::reboot(libc::RB_AUTOBOOT);
     panic!("reboot failed after stage 1 failed: {e}");

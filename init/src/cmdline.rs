@@ -308,6 +308,8 @@ pub fn parse(cmdline: impl AsRef<[u8]>) -> (Settings, Vec<Warning>) {
                 Ok(d) => s.health_timeout = d,
                 Err(p) => bad(p, format!("{}", s.health_timeout.as_secs())),
             },
+            // cairn-config's keys: the config loader reads them itself.
+            "config.url" | "config.sha256" | "platform" => {}
             _ => warnings.push(Warning::UnknownKey { key: full }),
         }
     }

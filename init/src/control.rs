@@ -179,6 +179,7 @@ impl Control {
     }
 
     /// How many connections are open.
+    #[cfg(test)]
     pub fn connections(&self) -> usize {
         self.conns.len()
     }

@@ -195,9 +195,7 @@ impl Init {
             if let net::Status::Failed(why) = &status {
                 warn!("network not configured: {why}");
             }
-            // The first report ends the ready line's wait; a later success
-            // (DHCP answered after a retry) still counts for the verdict.
-            if self.net_status.is_none() || matches!(status, net::Status::Configured { .. }) {
+            if self.net_status.is_none() {
                 self.net_status = Some(status);
             }
         }

@@ -8,6 +8,7 @@
 
 mod boot;
 mod cmdline;
+mod config;
 mod control;
 mod control_handlers;
 mod disk;
@@ -65,8 +66,10 @@ struct Init {
     watchdog: Option<watchdog::Watchdog>,
     /// Whether this boot's verdict went to the updater.
     verdict: bool,
-    /// What a trial boot must reach to be healthy.
-    gate: verdict::Gate,
+    /// The machine config in force, `source:generation` or `none`.
+    config: String,
+    /// The platform the config loader detected; Azure wants a ready report.
+    platform: String,
 }
 
 fn main() {

@@ -23,26 +23,12 @@ fn to_spec(u: wire::Unit) -> Spec {
     }
 }
 
-/// What the loader gave PID 1.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub specs: Vec<Spec>,
-    /// The services a trial boot needs up (see `verdict`).
-    pub gates: Vec<String>,
-    /// Why the loader did not do its job, if it did not: no trial can pass.
-    pub failed: Option<String>,
-}
-
 /// Runs the loader and takes its answer. No loader (the initramfs-only
-/// development mode) means no services, and no trial could pass.
-pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Loaded {
+/// development mode) means no services.
+pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Vec<Spec> {
     if !std::path::Path::new(SVCLOAD).exists() {
-        return Loaded { failed: Some(format!("{SVCLOAD} is missing")), ..Loaded::default() };
+        return Vec::new();
     }
-    let failed = |why: String| {
-        tracing::error!("{why}; no services");
-        Loaded { failed: Some(why), ..Loaded::default() }
-    };
     let out = crate::sys::command(SVCLOAD)
         .arg(enable.join(","))
         .arg(disable.join(","))
@@ -53,10 +39,14 @@ pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Loaded {
     // output() waits for this one pid; the reaper is not running yet.
     let out = match out {
         Ok(o) => o,
-        Err(e) => return failed(format!("cannot run {SVCLOAD}: {e}")),
+        Err(e) => {
+            tracing::error!("cannot run {SVCLOAD}: {e}; no services");
+            return Vec::new();
+        }
     };
     if !out.status.success() {
-        return failed(format!("{SVCLOAD} failed ({})", out.status));
+        tracing::error!("{SVCLOAD} failed ({}); no services", out.status);
+        return Vec::new();
     }
     let answer = wire::read(&String::from_utf8_lossy(&out.stdout));
     for (level, msg) in &answer.logs {
@@ -69,5 +59,5 @@ pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Loaded {
     for why in &answer.rejected {
         tracing::error!("{SVCLOAD}'s answer: {why}; that service is not started");
     }
-    Loaded { specs: answer.units.into_iter().map(to_spec).collect(), gates: answer.gates, failed: None }
+    answer.units.into_iter().map(to_spec).collect()
 }

@@ -5,6 +5,7 @@
 //! QEMU always runs with `-accel tcg` (KVM hangs guests on these hosts) and one
 //! vCPU by default (two TCG vCPUs hang about one boot in forty).
 
+pub mod metadata;
 mod qmp;
 pub mod repo;
 
@@ -64,9 +65,6 @@ pub struct Config {
     /// Kernel arguments (direct boot only; under UEFI the boot entry has them).
     pub cmdline: String,
     pub disk: Option<Disk>,
-    /// Further disk files (raw or qcow2, by extension) attached in front of
-    /// `disk`, so the guest enumerates them first; never booted from.
-    pub disks_in_front: Vec<PathBuf>,
     pub memory_mb: u32,
     pub cpus: u32,
     /// A second serial port (the guest's ttyS1) on a Unix socket, for the debug shell.
@@ -75,10 +73,10 @@ pub struct Config {
     pub interactive: bool,
     /// Let the guest reboot (Ctrl-Alt-Del) instead of making QEMU exit.
     pub allow_reboot: bool,
+    /// More options for the user network, each starting with a comma
+    /// (`,net=169.254.169.0/24,guestfwd=...`).
+    pub netdev: String,
     pub extra_args: Vec<String>,
-    /// Bytes appended to the kernel command line as they are: they need not
-    /// be UTF-8 (direct boot only).
-    pub cmdline_raw: Vec<u8>,
 }
 
 impl Config {
@@ -111,14 +109,13 @@ impl Config {
             boot,
             cmdline,
             disk,
-            disks_in_front: Vec::new(),
             memory_mb: 512,
             cpus: 1,
             debug_port: false,
             interactive: false,
             allow_reboot: true,
+            netdev: String::new(),
             extra_args: Vec::new(),
-            cmdline_raw: Vec::new(),
         }
     }
 
@@ -138,14 +135,6 @@ impl Config {
     pub fn with_debug_shell(mut self) -> Config {
         self.debug_port = true;
         self.append("cairn.debug=shell")
-    }
-}
-
-fn disk_format(p: &Path) -> &'static str {
-    if p.extension().is_some_and(|e| e == "qcow2") {
-        "qcow2"
-    } else {
-        "raw"
     }
 }
 
@@ -314,13 +303,7 @@ impl Machine {
             .args(["-display", "none", "-smp", &cfg.cpus.to_string(), "-m", &cfg.memory_mb.to_string()]);
         match &cfg.boot {
             Boot::Direct { kernel, initrd } => {
-                let mut append = cfg.cmdline.clone().into_bytes();
-                if !cfg.cmdline_raw.is_empty() {
-                    append.push(b' ');
-                    append.extend_from_slice(&cfg.cmdline_raw);
-                }
-                let append = <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(append);
-                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).arg("-append").arg(append);
+                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).args(["-append", &cfg.cmdline]);
             }
             Boot::Uefi => {
                 let vars = dir.join("OVMF_VARS.fd");
@@ -330,11 +313,6 @@ impl Machine {
                     .arg("-drive")
                     .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
             }
-        }
-        for (i, p) in cfg.disks_in_front.iter().enumerate() {
-            cmd.arg("-drive")
-                .arg(format!("file={},format={},if=none,id=front{i}", p.display(), disk_format(p)))
-                .args(["-device", &format!("virtio-blk-pci,drive=front{i}")]);
         }
         if let Some(disk) = &cfg.disk {
             let (path, format) = match disk {
@@ -350,13 +328,13 @@ impl Machine {
                     )?;
                     (overlay, "qcow2")
                 }
-                Disk::File(p) => (p.clone(), disk_format(p)),
+                Disk::File(p) => (p.clone(), if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" }),
             };
             cmd.arg("-drive")
                 .arg(format!("file={},format={format},if=none,id=disk0", path.display()))
                 .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
         }
-        cmd.args(["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"])
+        cmd.arg("-netdev").arg(format!("user,id=n0{}", cfg.netdev)).args(["-device", "virtio-net-pci,netdev=n0"])
             .args(["-device", "virtio-rng-pci"])
             .arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
         if cfg.interactive {

@@ -273,6 +273,7 @@ fn services(w: &mut Walk<'_>, at: At<'_>) -> Services {
         }
     }
     let mut add = BTreeMap::new();
+    let mut add_toml = BTreeMap::new();
     if let Some(t) = w.table(at, "add", "services.add") {
         for (name, item) in t.table.iter() {
             let path = join("services.add", name);
@@ -285,9 +286,11 @@ fn services(w: &mut Walk<'_>, at: At<'_>) -> Services {
             for (k, v) in spec.iter() {
                 doc.insert(k, v.clone());
             }
-            match crate::service::parse(&doc.to_string(), &format!("{name}.toml")) {
+            let text = doc.to_string();
+            match crate::service::parse(&text, &format!("{name}.toml")) {
                 Ok(s) => {
                     add.insert(name.to_string(), s);
+                    add_toml.insert(name.to_string(), text);
                 }
                 Err(e) => {
                     let key = if e.key.is_empty() { path.clone() } else { format!("{path}.{}", e.key) };
@@ -297,7 +300,7 @@ fn services(w: &mut Walk<'_>, at: At<'_>) -> Services {
         }
     }
     let strip = |v: Vec<(String, Option<Range<usize>>, String)>| v.into_iter().map(|(s, _, _)| s).collect();
-    Services { enable: strip(enable), disable: strip(disable), add }
+    Services { enable: strip(enable), disable: strip(disable), add, add_toml }
 }
 
 fn update(w: &mut Walk<'_>, at: At<'_>) -> Update {

@@ -16,6 +16,7 @@
 //! not what the operator wrote and never overrides it.
 
 mod check;
+pub mod handoff;
 mod walk;
 #[cfg(test)]
 mod tests;
@@ -151,6 +152,8 @@ pub struct Services {
     pub disable: Vec<String>,
     /// `[services.add.NAME]`: more services, each a full service spec.
     pub add: BTreeMap<String, ServiceSpec>,
+    /// The TOML text of each added service, as a service file would hold it.
+    pub add_toml: BTreeMap<String, String>,
 }
 
 /// `update.channel`.

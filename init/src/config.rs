@@ -1,0 +1,198 @@
+//! The machine config, as PID 1 takes it. `cairn-config boot` finds, checks
+//! and keeps the config (TOML stays out of PID 1); PID 1 reads its short
+//! hand-off: settings as command line words, which the real kernel command
+//! line then overrides, and lines to log.
+
+use crate::cmdline::{self, Settings};
+use cairn_model::config::handoff;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::time::{Duration, Instant};
+use tracing::{error, info, warn};
+
+pub const LOADER: &str = "/usr/bin/cairn-config";
+/// The loader bounds each source itself (a metadata service costs at most
+/// about 15 s); this bounds it all the same, inside the watchdog, which is
+/// petted before and after.
+const LIMIT: Duration = Duration::from_secs(25);
+/// The most PID 1 reads of its answer.
+const MAX_ANSWER: usize = 64 * 1024;
+/// The settings a machine config may give; the rest stay the command line's.
+const CONFIG_KEYS: &[&str] = &["hostname", "ip", "gw", "dns", "iface", "enable", "disable", "modules", "log"];
+
+/// What the loader needs to see its sources: QEMU's fw_cfg in sysfs, FAT and
+/// ISO9660 config disks, CDs on virtio-scsi.
+fn modules() -> Vec<String> {
+    // vfat's default iocharset on Debian's kernel is ascii: without
+    // nls_ascii a FAT config disk does not mount.
+    let mut m: Vec<&str> = vec!["vfat", "nls_cp437", "nls_ascii", "isofs"];
+    let vendor = std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").unwrap_or_default();
+    if vendor.trim() == "QEMU" {
+        m.push("qemu_fw_cfg");
+    }
+    if virtio_scsi_present() {
+        m.extend(["virtio_scsi", "sr_mod"]);
+    }
+    m.into_iter().map(str::to_string).collect()
+}
+
+fn virtio_scsi_present() -> bool {
+    let Ok(entries) = std::fs::read_dir("/sys/bus/pci/devices") else { return false };
+    entries.filter_map(Result::ok).any(|e| {
+        let read = |f: &str| std::fs::read_to_string(e.path().join(f)).unwrap_or_default();
+        // Red Hat's virtio vendor id; SCSI is 0x1004 (legacy) or 0x1048 (modern).
+        read("vendor").trim() == "0x1af4" && matches!(read("device").trim(), "0x1004" | "0x1048")
+    })
+}
+
+/// What the loader said at boot.
+pub struct Loaded {
+    /// What the ready line shows: `source:generation` or `none`.
+    pub config: String,
+    /// The platform it detected.
+    pub platform: String,
+    /// Nothing found yet; try again once the first link is up.
+    pub network: bool,
+}
+
+/// Runs the loader's first phase (local sources, STATE) and applies its
+/// settings under the command line's.
+pub fn load(release: &str, cmdline: &[u8], settings: &mut Settings) -> Loaded {
+    let none = Loaded { config: "none".into(), platform: String::new(), network: false };
+    if !Path::new(LOADER).exists() {
+        return none;
+    }
+    crate::boot::load_module_names(release, &modules());
+    match run_and_apply(&["boot"], cmdline, settings, &mut || {}) {
+        Some(h) => Loaded { config: h.config, platform: h.platform, network: h.network },
+        None => none,
+    }
+}
+
+/// The second phase, once the first link has an address: the sources that
+/// need the network. Returns the config now in force, if one was found.
+pub fn load_network(cmdline: &[u8], settings: &mut Settings, pet: &mut dyn FnMut()) -> Option<String> {
+    let h = run_and_apply(&["boot", "--network"], cmdline, settings, pet)?;
+    (h.config != "none").then_some(h.config)
+}
+
+/// Whether a change of settings needs the network set up again, which the
+/// running network thread cannot do.
+pub fn network_changed(before: &Settings, after: &Settings) -> bool {
+    before.net != after.net || before.gateway != after.gateway || before.dns != after.dns || before.iface != after.iface
+}
+
+fn run_and_apply(args: &[&str], cmdline: &[u8], settings: &mut Settings, pet: &mut dyn FnMut()) -> Option<handoff::Handoff> {
+    let text = match run_bounded(args, pet) {
+        Ok(t) => t,
+        Err(e) => {
+            error!("machine config: {e}; running without one");
+            return None;
+        }
+    };
+    let h = match handoff::read(&text) {
+        Ok(h) => h,
+        Err(e) => {
+            error!("machine config: {LOADER}'s answer is garbled ({e}); running without one");
+            return None;
+        }
+    };
+    for (level, msg) in &h.logs {
+        match level.as_str() {
+            "error" => error!("{msg}"),
+            "warn" => warn!("{msg}"),
+            _ => info!("{msg}"),
+        }
+    }
+    let (words, refused): (Vec<&String>, Vec<&String>) = h.args.iter().partition(|a| {
+        let key = a.strip_prefix("cairn.").and_then(|r| r.split('=').next()).unwrap_or("");
+        CONFIG_KEYS.contains(&key)
+    });
+    for r in refused {
+        warn!("machine config: setting {r} is not one a config may give; ignored");
+    }
+    let mut config_line: Vec<u8> = Vec::new();
+    for w in &words {
+        config_line.extend_from_slice(w.as_bytes());
+        config_line.push(b' ');
+    }
+    let (_, warnings) = cmdline::parse(&config_line);
+    for w in warnings {
+        warn!("machine config: {w}");
+    }
+    // The command line comes last, so what it says wins.
+    config_line.extend_from_slice(cmdline);
+    let (merged, _) = cmdline::parse(&config_line);
+    *settings = merged;
+    Some(h)
+}
+
+/// The loader's stdout, waited for at most LIMIT; killed past it. `pet`
+/// runs at least once a second meanwhile (the watchdog).
+fn run_bounded(args: &[&str], pet: &mut dyn FnMut()) -> Result<String, String> {
+    let mut child = crate::sys::command(LOADER)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run {LOADER}: {e}"))?;
+    let Some(mut out) = child.stdout.take() else {
+        return Err("no pipe from the loader".into());
+    };
+    let deadline = Instant::now() + LIMIT;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let outcome = loop {
+        pet();
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break Err(format!("{LOADER} did not answer within {} s", LIMIT.as_secs()));
+        }
+        match crate::sys::poll_readable(&[out.as_raw_fd()], Some(left.min(Duration::from_secs(1)))) {
+            Ok(r) if r.first() == Some(&true) => match out.read(&mut chunk) {
+                Ok(0) => break Ok(()),
+                Ok(n) if buf.len() + n <= MAX_ANSWER => buf.extend_from_slice(&chunk[..n]),
+                Ok(_) => break Err(format!("{LOADER}'s answer is larger than {MAX_ANSWER} bytes")),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Err(format!("reading {LOADER}'s answer: {e}")),
+            },
+            Ok(_) => {}
+            Err(e) => break Err(format!("waiting for {LOADER}: {e}")),
+        }
+    };
+    if outcome.is_err() {
+        let _ = child.kill();
+    }
+    // The reaper is not running yet: this waits for the loader's pid only.
+    let status = child.wait().map_err(|e| format!("waiting for {LOADER}: {e}"))?;
+    outcome?;
+    if !status.success() {
+        return Err(format!("{LOADER} failed ({status})"));
+    }
+    String::from_utf8(buf).map_err(|_| format!("{LOADER}'s answer is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_config_keys_are_settings_a_config_may_give() {
+        for k in CONFIG_KEYS {
+            let (_, w) = cmdline::parse(format!("cairn.{k}=x").as_bytes());
+            assert!(!w.iter().any(|w| matches!(w, cmdline::Warning::UnknownKey { .. })), "{k} is a command line key");
+        }
+        assert!(!CONFIG_KEYS.contains(&"slot") && !CONFIG_KEYS.contains(&"verity_root"), "the boot entry's keys never come from a config");
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_config() {
+        let mut line = b"cairn.hostname=from-config cairn.ip=10.0.2.77/24 ".to_vec();
+        line.extend_from_slice(b"console=ttyS0 cairn.hostname=from-cmdline");
+        let (s, _) = cmdline::parse(&line);
+        assert_eq!(s.hostname.as_deref(), Some("from-cmdline"));
+        assert!(matches!(s.net, cmdline::NetMode::Static(_)));
+    }
+}
