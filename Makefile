@@ -77,6 +77,7 @@ image: kernel debs build keys
 # hangs, and an initramfs the kernel cannot run (a kernel panic).
 test-fixtures: image
 	@mkdir -p $(TESTDIR)
+	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-hostile
 	echo "$(CMDLINE) cairn.debug=shell" > $(TESTDIR)/cmdline
 	$(IMAGE) root --out $(TESTDIR)/good-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0
 	$(IMAGE) root --out $(TESTDIR)/unhealthy-root.img $(TEST_ROOT_ARGS) --services services --services tests/fixtures/services --version 0.2.0

@@ -179,7 +179,6 @@ impl Control {
     }
 
     /// How many connections are open.
-    #[cfg(test)]
     pub fn connections(&self) -> usize {
         self.conns.len()
     }

@@ -9,11 +9,17 @@ impl Init {
     pub(crate) fn on_control(&mut self) {
         let now = Instant::now();
         let Some(c) = self.control.as_mut() else { return };
+        let before = c.connections();
         for (id, req) in c.poll(now) {
             match req {
                 Ok(req) => self.on_request(id, req, now),
                 Err(e) => self.answer(id, Err(e), now),
             }
+        }
+        // After a burst of clients, give their buffers back to the kernel:
+        // PID 1's resident memory should follow its work, not its peak.
+        if before > 0 && self.control.as_ref().is_some_and(|c| c.connections() == 0) {
+            crate::sys::trim_heap();
         }
     }
 

@@ -188,6 +188,13 @@ pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec
     poll(&fds, timeout)
 }
 
+/// Returns the heap's free memory to the kernel.
+pub fn trim_heap() {
+    // SAFETY: malloc_trim only releases free pages of the allocator's own
+    // heap; it takes no pointers and is safe to call at any time.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// A pipe whose read end wakes the main loop; both ends close on exec.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0 as libc::c_int; 2];

@@ -77,6 +77,9 @@ pub struct Config {
     /// (`,net=169.254.169.0/24,guestfwd=...`).
     pub netdev: String,
     pub extra_args: Vec<String>,
+    /// Bytes appended to the kernel command line as they are: they need not
+    /// be UTF-8 (direct boot only).
+    pub cmdline_raw: Vec<u8>,
 }
 
 impl Config {
@@ -115,6 +118,7 @@ impl Config {
             interactive: false,
             allow_reboot: true,
             netdev: String::new(),
+            cmdline_raw: Vec::new(),
             extra_args: Vec::new(),
         }
     }
@@ -303,7 +307,13 @@ impl Machine {
             .args(["-display", "none", "-smp", &cfg.cpus.to_string(), "-m", &cfg.memory_mb.to_string()]);
         match &cfg.boot {
             Boot::Direct { kernel, initrd } => {
-                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).args(["-append", &cfg.cmdline]);
+                let mut append = cfg.cmdline.clone().into_bytes();
+                if !cfg.cmdline_raw.is_empty() {
+                    append.push(b' ');
+                    append.extend_from_slice(&cfg.cmdline_raw);
+                }
+                let append = <std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(append);
+                cmd.arg("-kernel").arg(kernel).arg("-initrd").arg(initrd).arg("-append").arg(append);
             }
             Boot::Uefi => {
                 let vars = dir.join("OVMF_VARS.fd");
