@@ -74,7 +74,9 @@ image: kernel debs build keys
 
 # What the update tests install over the debug image: the same build as a
 # newer version, one with a service that is never healthy, one whose stage 2
-# hangs, and an initramfs the kernel cannot run (a kernel panic).
+# hangs, one whose service loader fails, one without the NIC's driver (root
+# and initramfs), and an initramfs the kernel cannot run (a kernel panic); and
+# a disk of that newer version to attach beside a machine's own.
 test-fixtures: image
 	@mkdir -p $(TESTDIR)
 	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-hostile
@@ -83,11 +85,17 @@ test-fixtures: image
 	$(IMAGE) root --out $(TESTDIR)/unhealthy-root.img $(TEST_ROOT_ARGS) --services services --services tests/fixtures/services --version 0.2.0
 	$(IMAGE) root --out $(TESTDIR)/hang-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0 --init tests/fixtures/hang-init
 	$(IMAGE) initramfs --out $(TESTDIR)/panic-initramfs.img --init tests/fixtures/no-init
+	$(IMAGE) root --out $(TESTDIR)/loader-fails-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0 --svcload tests/fixtures/failing-svcload
+	$(IMAGE) root --out $(TESTDIR)/no-nic-root.img $(TEST_ROOT_ARGS) --services services --version 0.2.0 --drop-module virtio_net
+	$(IMAGE) initramfs --out $(TESTDIR)/no-nic-initramfs.img --init $(INIT_BIN) --kernel $(KERNEL_DIR) --busybox /bin/busybox --drop-module virtio_net
+	$(IMAGE) disk --out $(TESTDIR)/other-disk.raw --root $(TESTDIR)/good-root.img --vmlinuz out/vmlinuz \
+		--initramfs out/initramfs.img --cmdline "$(CMDLINE)" --version 0.2.0
 
 run: image
 	target/release/cairn-qemu run
 
-unit-test: deps
+# Some unit tests read the pinned kernel's modules and the Debian packages.
+unit-test: deps kernel debs
 	$(CARGO) test -q --locked --workspace --exclude cairn-tests
 
 qemu-test: test-fixtures

@@ -5,12 +5,13 @@
 //! [`Gpt::read`], [`Gpt::grown`] and [`write_grown`] on first boot to take
 //! over space added to the disk. The crate does no I/O beyond the handles it
 //! is given, so a `File` for an image and one for a block device work alike;
-//! [`sysfs`] finds which running block device carries which label, for PID 1
-//! and the updater alike.
+//! [`sysfs`] finds which running block device carries which label, and
+//! [`efi`] reads what the boot loader said, for PID 1 and the updater alike.
 
 use std::fs::File;
 use std::io::{self, Cursor, Read, Seek, SeekFrom, Write};
 
+pub mod efi;
 mod error;
 mod guid;
 pub mod sysfs;
@@ -49,6 +50,12 @@ const REVISION: u32 = 0x0001_0000;
 const HEADER_SIZE: u32 = 92;
 /// Keeps a corrupt header from making us allocate gigabytes.
 const MAX_ENTRY_ARRAY_BYTES: u64 = 4 << 20;
+
+/// The disk GUID every Cairn image is built with. A disk that still carries
+/// it has never booted: its first boot gives the disk and every partition
+/// GUIDs of their own ([`Gpt::with_new_guids`]), so that a second Cairn disk
+/// in the same machine can be told apart.
+pub const BUILD_DISK_GUID: &str = "C41F0000-0000-4000-8000-00000000D15C";
 
 /// Partition type GUIDs (Discoverable Partitions Specification / UEFI).
 pub mod types {
@@ -359,6 +366,22 @@ impl Gpt {
         out
     }
 
+    /// Whether this table still has the GUIDs the image was built with.
+    pub fn is_as_built(&self) -> bool {
+        Guid::parse(BUILD_DISK_GUID).is_ok_and(|g| g == self.disk_guid)
+    }
+
+    /// The same table with a new disk GUID and new partition GUIDs, each
+    /// made from 16 bytes `random` returns; layout, types and names stay.
+    pub fn with_new_guids(&self, mut random: impl FnMut() -> [u8; 16]) -> Gpt {
+        let mut out = self.clone();
+        out.disk_guid = Guid::from_random_bytes(random());
+        for p in &mut out.partitions {
+            p.guid = Guid::from_random_bytes(random());
+        }
+        out
+    }
+
     /// Reads the primary table, or the backup if the primary is damaged.
     ///
     /// `disk_bytes` is the current size of the device; the backup is looked
@@ -464,8 +487,10 @@ impl Gpt {
     }
 }
 
-/// Writes a table produced by [`Gpt::grown`] so that a power cut at any
-/// point leaves a table [`Gpt::read`] accepts (given the new disk size):
+/// Writes a table produced by [`Gpt::grown`] or [`Gpt::with_new_guids`] (or
+/// the table read, to repair a damaged copy) so that a power cut at any
+/// point leaves a table [`Gpt::read`] accepts (given the new disk size),
+/// either the old one from the primary copy or the new one:
 ///
 /// 1. the protective MBR's size, which no reader of ours depends on;
 /// 2. the new backup entries and header at the new end, then a sync; the

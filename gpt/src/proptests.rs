@@ -114,3 +114,22 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// GUIDs as text (the image builder's and the tools' form) read back.
+    #[test]
+    fn guids_read_back(bytes in any::<[u8; 16]>()) {
+        let g = Guid::from_random_bytes(bytes);
+        prop_assert_eq!(Guid::parse(&g.to_string()).ok(), Some(g));
+        prop_assert_eq!(Guid::parse(&g.to_string().to_lowercase()).ok(), Some(g));
+    }
+
+    #[test]
+    fn guid_text_never_panics(text in prop_oneof![".{0,40}", "[0-9A-Fa-f-]{30,40}"]) {
+        if let Err(e) = Guid::parse(&text) {
+            prop_assert!(!e.to_string().trim().is_empty());
+        }
+    }
+}

@@ -1,8 +1,13 @@
 //! Block devices as sysfs shows them: which partition carries which GPT label,
-//! on which disk, where.
+//! on which disk, where; and which disk this machine booted from.
+//!
+//! Every Cairn disk carries the same labels, so a label alone names no
+//! partition: with a second Cairn disk attached (an install stick, a volume
+//! from another machine) it could name that disk's. Lookups are scoped to one
+//! disk. Stage 1 picks the disk (see `cairn-init`'s `disk::booted`); after it,
+//! the disk is the one under the verified root's device-mapper device.
 
 use std::path::Path;
-use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BlockDev {
@@ -15,6 +20,9 @@ pub struct BlockDev {
     pub disk: Option<String>,
     /// Size in 512-byte sectors.
     pub sectors: u64,
+    /// The GPT partition GUID as the kernel read it at boot (lower case);
+    /// in sysfs only from Linux 6.13 on.
+    pub partuuid: Option<String>,
 }
 
 impl BlockDev {
@@ -43,7 +51,8 @@ pub fn scan(sys_class_block: &Path) -> Vec<BlockDev> {
             let disk = partn.and_then(|_| {
                 std::fs::canonicalize(&path).ok()?.parent()?.file_name()?.to_str().map(str::to_string)
             });
-            Some(BlockDev { name, partname: uevent_value(&uevent, "PARTNAME"), partn, disk, sectors })
+            let partuuid = uevent_value(&uevent, "PARTUUID").map(|u| u.to_ascii_lowercase());
+            Some(BlockDev { name, partname: uevent_value(&uevent, "PARTNAME"), partn, disk, sectors, partuuid })
         })
         .collect();
     out.sort_by(|a, b| a.name.cmp(&b.name));
@@ -64,32 +73,49 @@ pub fn describe(devs: &[BlockDev]) -> String {
         .join(", ")
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("No partition labelled {label} after {waited:?}; block devices seen: {seen}")]
-pub struct NotFound {
-    pub label: String,
-    pub waited: Duration,
-    pub seen: String,
+/// The partition labelled `label` on `disk`.
+pub fn on_disk<'a>(devs: &'a [BlockDev], disk: &str, label: &str) -> Option<&'a BlockDev> {
+    devs.iter().find(|d| d.disk.as_deref() == Some(disk) && d.partname.as_deref() == Some(label))
 }
 
-/// Waits for the partition with GPT label `label` (drivers probe disks in the
-/// background). Loop devices and device-mapper targets are not candidates.
-pub fn wait_for_label(label: &str, limit: Duration) -> Result<BlockDev, NotFound> {
-    let start = Instant::now();
-    loop {
-        let devs = scan(Path::new("/sys/class/block"));
-        let mut found = devs.iter().filter(|d| d.partname.as_deref() == Some(label));
-        if let Some(first) = found.next() {
-            if let Some(other) = found.next() {
-                tracing::warn!("two partitions labelled {label}: {} and {}; using {}", first.name, other.name, first.name);
-            }
-            return Ok(first.clone());
-        }
-        if start.elapsed() >= limit {
-            return Err(NotFound { label: label.into(), waited: limit, seen: describe(&devs) });
-        }
-        std::thread::sleep(Duration::from_millis(10));
+/// The device-mapper name stage 1 gives the verified root.
+pub const ROOT_DM_NAME: &str = "cairn-root";
+
+/// The whole disk under the device-mapper device named `dm_name`: the disk
+/// of its first underlying partition (`vda` for a root on `vda2`).
+pub fn disk_under(sys_block: &Path, dm_name: &str) -> Option<String> {
+    let dm = std::fs::read_dir(sys_block).ok()?.filter_map(Result::ok).find(|e| {
+        e.file_name().to_string_lossy().starts_with("dm-")
+            && std::fs::read_to_string(e.path().join("dm/name")).is_ok_and(|n| n.trim() == dm_name)
+    })?;
+    let slave = std::fs::read_dir(dm.path().join("slaves")).ok()?.filter_map(Result::ok).next()?;
+    // The slave's entry links to its sysfs directory, which for a partition
+    // sits inside its disk's.
+    let real = std::fs::canonicalize(slave.path()).ok()?;
+    if real.join("partition").exists() {
+        real.parent()?.file_name()?.to_str().map(str::to_string)
+    } else {
+        real.file_name()?.to_str().map(str::to_string)
     }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NotOnBootDisk {
+    #[error("No verified root ({ROOT_DM_NAME} in /sys/block/dm-*) over a disk: cannot tell which disk this machine booted from")]
+    NoBootDisk,
+    #[error("No partition labelled {label} on {disk}, the disk this machine booted from; block devices seen: {seen}")]
+    NoLabel { label: String, disk: String, seen: String },
+}
+
+/// The partition labelled `label` on the disk the running root comes from.
+pub fn on_boot_disk(label: &str) -> Result<BlockDev, NotOnBootDisk> {
+    let disk = disk_under(Path::new("/sys/block"), ROOT_DM_NAME).ok_or(NotOnBootDisk::NoBootDisk)?;
+    let devs = scan(Path::new("/sys/class/block"));
+    on_disk(&devs, &disk, label).cloned().ok_or_else(|| NotOnBootDisk::NoLabel {
+        label: label.into(),
+        disk: disk.clone(),
+        seen: describe(&devs),
+    })
 }
 
 #[cfg(test)]
@@ -107,11 +133,46 @@ mod tests {
     #[test]
     fn describes_what_was_seen() {
         let d = vec![
-            BlockDev { name: "vda".into(), partname: None, partn: None, disk: None, sectors: 4194304 },
-            BlockDev { name: "vda1".into(), partname: Some("ESP".into()), partn: Some(1), disk: Some("vda".into()), sectors: 262144 },
+            BlockDev { name: "vda".into(), partname: None, partn: None, disk: None, sectors: 4194304, partuuid: None },
+            BlockDev { name: "vda1".into(), partname: Some("ESP".into()), partn: Some(1), disk: Some("vda".into()), sectors: 262144, partuuid: None },
         ];
         assert_eq!(describe(&d), "vda (2048 MiB), vda1 (ESP, 128 MiB)");
         assert_eq!(describe(&[]), "none");
+    }
+
+    fn part(name: &str, disk: &str, label: &str) -> BlockDev {
+        BlockDev { name: name.into(), partname: Some(label.into()), partn: Some(1), disk: Some(disk.into()), sectors: 8, partuuid: None }
+    }
+
+    #[test]
+    fn a_label_is_looked_up_on_one_disk_only() {
+        let d = vec![part("vda4", "vda", "STATE"), part("vdb4", "vdb", "STATE")];
+        assert_eq!(on_disk(&d, "vdb", "STATE").map(|p| p.name.as_str()), Some("vdb4"));
+        assert_eq!(on_disk(&d, "vda", "STATE").map(|p| p.name.as_str()), Some("vda4"));
+        assert!(on_disk(&d, "vdc", "STATE").is_none());
+        assert!(on_disk(&d, "vda", "ESP").is_none());
+    }
+
+    /// A sysfs tree as the kernel lays it out: the partition's directory in
+    /// its disk's, the dm device's slaves linking to it.
+    #[test]
+    fn the_disk_under_the_verified_root() {
+        let root = std::env::temp_dir().join(format!("cairn-sysfs-dm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let devices = root.join("devices/virtual/block");
+        let disk = root.join("devices/pci/virtio1/block/vdb");
+        std::fs::create_dir_all(disk.join("vdb2")).unwrap();
+        std::fs::write(disk.join("vdb2/partition"), "2\n").unwrap();
+        std::fs::create_dir_all(devices.join("dm-0/dm")).unwrap();
+        std::fs::create_dir_all(devices.join("dm-0/slaves")).unwrap();
+        std::fs::write(devices.join("dm-0/dm/name"), "cairn-root\n").unwrap();
+        std::os::unix::fs::symlink(disk.join("vdb2"), devices.join("dm-0/slaves/vdb2")).unwrap();
+        let block = root.join("block");
+        std::fs::create_dir_all(&block).unwrap();
+        std::os::unix::fs::symlink(devices.join("dm-0"), block.join("dm-0")).unwrap();
+        assert_eq!(disk_under(&block, ROOT_DM_NAME).as_deref(), Some("vdb"));
+        assert_eq!(disk_under(&block, "other"), None);
+        let _ = std::fs::remove_dir_all(&root);
     }
 
     /// What the scan finds on this machine is what the kernel lists in
@@ -155,13 +216,14 @@ mod tests {
         assert_eq!(
             devs,
             [
-                BlockDev { name: "vdb".into(), partname: None, partn: None, disk: None, sectors: 4194304 },
+                BlockDev { name: "vdb".into(), partname: None, partn: None, disk: None, sectors: 4194304, partuuid: None },
                 BlockDev {
                     name: "vdb1".into(),
                     partname: Some("STATE".into()),
                     partn: Some(1),
                     disk: Some("vdb".into()),
-                    sectors: 262144
+                    sectors: 262144,
+                    partuuid: None,
                 },
             ]
         );

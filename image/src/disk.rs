@@ -10,9 +10,10 @@ use std::path::Path;
 const MIB: u64 = 1 << 20;
 const SECTORS_PER_MIB: u64 = MIB / 512;
 
-/// The partition layout. Labels, type and unique GUIDs are fixed and
-/// documented in the README: stage 1 finds partitions by label, and tools can
-/// rely on the GUIDs.
+/// The partition layout. Labels, type GUIDs and the build's disk and
+/// partition GUIDs are fixed and documented in the README, so the same build
+/// gives the same bytes; a disk's first boot replaces the disk and partition
+/// GUIDs with random ones, so that no two machines' disks share them.
 pub struct Slot {
     pub label: &'static str,
     pub type_guid: &'static str,
@@ -20,7 +21,6 @@ pub struct Slot {
     pub size_mib: u64,
 }
 
-pub const DISK_GUID: &str = "C41F0000-0000-4000-8000-00000000D15C";
 pub const LAYOUT: &[Slot] = &[
     Slot { label: "ESP", type_guid: types::ESP, guid: "C41F0000-0000-4000-8000-0000000000E5", size_mib: 128 },
     Slot { label: "ROOT-A", type_guid: types::LINUX_ROOT_X86_64, guid: "C41F0000-0000-4000-8000-00000000000A", size_mib: 1024 },
@@ -45,7 +45,7 @@ pub fn table() -> Result<Gpt> {
         lba += sectors;
     }
     // One MiB at the end holds the backup table.
-    let gpt = Gpt { disk_guid: Guid::parse(DISK_GUID)?, disk_sectors: lba + SECTORS_PER_MIB, partitions };
+    let gpt = Gpt { disk_guid: Guid::parse(cairn_gpt::BUILD_DISK_GUID)?, disk_sectors: lba + SECTORS_PER_MIB, partitions };
     gpt.validate()?;
     Ok(gpt)
 }
@@ -144,5 +144,6 @@ mod tests {
             assert_eq!(p.first_lba % SECTORS_PER_MIB, 0, "{} is MiB-aligned", p.name);
         }
         assert!(g.partitions[3].last_lba <= g.last_usable());
+        assert!(g.is_as_built(), "first boot knows the disk by the build's GUID");
     }
 }

@@ -24,8 +24,10 @@ pub fn kernel_release(dir: &Path) -> Result<String> {
 
 /// Adds the modules whose load class passes `want` (and what they depend on)
 /// under `base/<release>`, with modules.dep, and writes the boot-time lists
-/// to /etc/cairn. Returns how many module files it added.
-pub fn add(tree: &mut Tree, kernel: &Path, base: &str, want: impl Fn(Load) -> bool) -> Result<usize> {
+/// to /etc/cairn. Modules named in `drop` are left out of both (test
+/// fixtures: a release without its NIC driver). Returns how many module
+/// files it added.
+pub fn add(tree: &mut Tree, kernel: &Path, base: &str, want: impl Fn(Load) -> bool, drop: &[String]) -> Result<usize> {
     let release = kernel_release(kernel)?;
     let config = read_config(&kernel.join(format!("boot/config-{release}")))?;
     let reqs = requirements();
@@ -34,7 +36,13 @@ pub fn add(tree: &mut Tree, kernel: &Path, base: &str, want: impl Fn(Load) -> bo
         let names: Vec<_> = missing.iter().map(|m| m.to_string()).collect();
         bail!("kernel {release} lacks options Cairn needs:\n  {}", names.join("\n  "));
     }
-    let wanted: Vec<(String, Load)> = modules_for(&reqs, &config).into_iter().filter(|(_, l)| want(*l)).collect();
+    for d in drop {
+        if !modules_for(&reqs, &config).iter().any(|(n, _)| n == d) {
+            bail!("--drop-module {d}: no such module in kernel-config/required.txt");
+        }
+    }
+    let wanted: Vec<(String, Load)> =
+        modules_for(&reqs, &config).into_iter().filter(|(n, l)| want(*l) && !drop.contains(n)).collect();
     let names: Vec<String> = wanted.iter().map(|(n, _)| n.clone()).collect();
     let dir = modinfo::ModuleDir::open(&kernel.join("lib/modules").join(&release))?;
     let closure = dir.closure(&names)?;

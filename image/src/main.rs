@@ -2,10 +2,10 @@
 //!
 //! ```text
 //! cairn-image initramfs --out FILE --init BIN [--kernel DIR] [--busybox BIN]
-//!                       [--file SRC:DST[:MODE]]...
+//!                       [--file SRC:DST[:MODE]]... [--drop-module NAME]...
 //! cairn-image root      --out FILE --init BIN --cairnctl BIN --svcload BIN --config-loader BIN --kernel DIR
 //!                       --debroot DIR --services DIR [--services DIR]... --keyring FILE
-//!                       [--version X.Y.Z]
+//!                       [--version X.Y.Z] [--drop-module NAME]...
 //! cairn-image disk      --out RAW --root FILE --vmlinuz FILE --initramfs FILE
 //!                       --cmdline ARGS [--cmdline-out FILE] [--qcow2 FILE]
 //!                       [--bootloader EFI] [--version X.Y.Z]
@@ -98,8 +98,11 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
 fn run() -> Result<()> {
     let mut args = std::env::args().skip(1);
     match args.next().as_deref() {
-        Some("initramfs") => initramfs(Args::parse(args, &["out", "init", "kernel", "busybox", "file"])?),
-        Some("root") => root(Args::parse(args, &["out", "init", "cairnctl", "svcload", "config-loader", "kernel", "debroot", "services", "keyring", "version"])?),
+        Some("initramfs") => initramfs(Args::parse(args, &["out", "init", "kernel", "busybox", "file", "drop-module"])?),
+        Some("root") => root(Args::parse(
+            args,
+            &["out", "init", "cairnctl", "svcload", "config-loader", "kernel", "debroot", "services", "keyring", "version", "drop-module"],
+        )?),
         Some("disk") => disk_cmd(Args::parse(
             args,
             &["out", "root", "vmlinuz", "initramfs", "cmdline", "cmdline-out", "qcow2", "bootloader", "version"],
@@ -145,7 +148,7 @@ fn initramfs(a: Args) -> Result<()> {
     t.file("/init", 0o755, read(&a.path("init")?)?)?;
     rootfs::etc_skeleton(&mut t, env!("CARGO_PKG_VERSION"))?;
     let mods = match a.opt("kernel") {
-        Some(k) => kmods::add(&mut t, Path::new(k), "/lib/modules", |l| matches!(l, Load::Boot | Load::Root))?,
+        Some(k) => kmods::add(&mut t, Path::new(k), "/lib/modules", |l| matches!(l, Load::Boot | Load::Root), a.all("drop-module"))?,
         None => 0,
     };
     let applets = match a.opt("busybox") {
@@ -178,7 +181,7 @@ fn root(a: Args) -> Result<()> {
     let version = a.opt("version").unwrap_or(env!("CARGO_PKG_VERSION"));
     version.parse::<cairn_updater::Version>().map_err(|e| anyhow::anyhow!("--version: {e}"))?;
     let keyring = read(&a.path("keyring")?)?;
-    let release = rootfs::Release { version, keyring: &keyring };
+    let release = rootfs::Release { version, keyring: &keyring, drop_modules: a.all("drop-module") };
     let tools = [
         (a.path("cairnctl")?, "/usr/bin/cairnctl"),
         (a.path("svcload")?, "/usr/bin/cairn-svcload"),

@@ -75,6 +75,8 @@ pub struct Release<'a> {
     pub version: &'a str,
     /// The trusted update keys (`threshold K`, `key ID HEX` lines).
     pub keyring: &'a [u8],
+    /// Kernel modules to leave out (test fixtures only).
+    pub drop_modules: &'a [String],
 }
 
 pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, debroot: &Path, services_dirs: &[std::path::PathBuf], release: &Release<'_>) -> Result<Tree> {
@@ -102,7 +104,7 @@ pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, de
     t.file("/etc/cairn/update.conf", 0o644, b"# The update repository; `cairnctl update set url=...` overrides it on STATE.\nchannel=stable\n".to_vec())?;
     let ctd = std::fs::read(CONTAINERD_CONFIG).with_context(|| format!("Cannot read {CONTAINERD_CONFIG}"))?;
     t.file("/etc/containerd/config.toml", 0o644, ctd)?;
-    kmods::add(&mut t, kernel, "/usr/lib/modules", |_| true)?;
+    kmods::add(&mut t, kernel, "/usr/lib/modules", |_| true, release.drop_modules)?;
     for (src, dst) in elfdeps::closure(debroot, DEBIAN_BINARIES)? {
         let bytes = std::fs::read(&src).with_context(|| format!("Cannot read {}", src.display()))?;
         let mode = if dst.contains("/bin/") || dst.contains("/sbin/") || dst.contains("ld-linux") { 0o755 } else { 0o644 };

@@ -4,7 +4,7 @@
 //! itself (containerd, the debug shell).
 
 use crate::cmdline::Settings;
-use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, watchdog};
+use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, verdict, watchdog};
 use crate::{Init, SIGNALS, VERSION};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -104,10 +104,13 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     let now = Instant::now();
     let mut supervisor = supervisor::Supervisor::new();
     supervisor::set_runtime(&settings.runtime);
-    for spec in services::load(&settings.enable, &settings.disable, &settings.runtime) {
+    let loaded = services::load(&settings.enable, &settings.disable, &settings.runtime);
+    for spec in loaded.specs {
         supervisor.add(spec, now);
     }
+    let mut gate = verdict::Gate { loader_failed: loaded.failed, services: loaded.gates, var_is_state: stage2 && mounts::var_is_state() };
     if let Some(spec) = containerd_spec(&release, &settings) {
+        gate.services.push(spec.name.clone());
         supervisor.add(spec, now);
     }
     let probes = match health_wake {
@@ -160,6 +163,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         ready: false,
         watchdog,
         verdict: false,
+        gate,
         config,
         platform,
     }
@@ -243,20 +247,30 @@ fn arm_watchdog(settings: &Settings) -> Option<watchdog::Watchdog> {
 fn stage1(release: &str, settings: &Settings) -> ! {
     load_modules(release, settings, &[BOOT_MODULES, ROOT_MODULES]);
     // Armed before the root is even found: a trial slot that hangs anywhere
-    // from here on reboots and uses up a try.
+    // from here on reboots and uses up a try. The bounded waits below pet
+    // it, so a missing disk ends in the message naming what was seen, not in
+    // a watchdog reset.
     let mut stage2_args = vec!["--stage2".to_string()];
-    if !settings.watchdog.is_zero() {
-        if let Some(w) = arm_watchdog(settings) {
-            stage2_args.push(format!("{}{}", watchdog::FD_ARG, w.into_raw_fd()));
-        }
+    let mut watchdog = if settings.watchdog.is_zero() { None } else { arm_watchdog(settings) };
+    if let Some(w) = &watchdog {
+        // Left open across the exec (no CLOEXEC): stage 2 takes it over.
+        stage2_args.push(format!("{}{}", watchdog::FD_ARG, w.raw_fd()));
     }
+    let mut pet = || {
+        if let Some(w) = &mut watchdog {
+            w.pet();
+        }
+    };
     let err = match &settings.verity {
-        Some(v) => error_chain(&disk::run(settings, v, &stage2_args)),
+        Some(v) => error_chain(&disk::run(settings, v, &stage2_args, &mut pet)),
         None => "cairn.slot is set but cairn.verity_blocks, cairn.verity_salt and cairn.verity_root are not all valid".into(),
     };
     error!("stage 1 failed: {err}");
     error!("rebooting in 10 s");
-    std::thread::sleep(Duration::from_secs(10));
+    for _ in 0..20 {
+        pet();
+        std::thread::sleep(Duration::from_millis(500));
+    }
     sys::sync();
     let e = sys::reboot(libc::RB_AUTOBOOT);
     panic!("reboot failed after stage 1 failed: {e}");

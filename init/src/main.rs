@@ -66,6 +66,8 @@ struct Init {
     watchdog: Option<watchdog::Watchdog>,
     /// Whether this boot's verdict went to the updater.
     verdict: bool,
+    /// What a trial boot must reach to be healthy.
+    gate: verdict::Gate,
     /// The machine config in force, `source:generation` or `none`.
     config: String,
     /// The platform the config loader detected; Azure wants a ready report.

@@ -127,23 +127,25 @@ impl Mounter for RealMounter {
     }
 }
 
-/// Whether /var is the STATE partition itself, not the tmpfs that stands in
-/// when STATE is missing or any other mount. Logs go to disk only then, and
-/// the update verdict requires it.
+/// Whether /var is the STATE partition itself, ext4, on the disk this
+/// machine booted from: not the tmpfs that stands in when STATE is missing,
+/// not another disk's STATE, not any other mount. Logs go to disk only then,
+/// and the update verdict requires it.
 pub fn var_is_state() -> bool {
     use std::os::unix::fs::MetadataExt;
     let var = Path::new("/var");
+    let ext4 = std::fs::read_to_string("/proc/self/mounts")
+        .is_ok_and(|m| m.lines().rev().find(|l| l.split(' ').nth(1) == Some("/var")).is_some_and(|l| l.split(' ').nth(2) == Some("ext4")));
+    let Ok(state) = cairn_gpt::sysfs::on_boot_disk("STATE") else { return false };
     crate::sys::is_mountpoint(var)
-        && std::fs::metadata(var).is_ok_and(|m| dev_is_labelled(m.dev(), Path::new("/sys/class/block"), "STATE"))
+        && ext4
+        && std::fs::metadata(var).is_ok_and(|m| dev_is(m.dev(), Path::new("/sys/class/block"), &state.name))
 }
 
-/// Whether device number `dev` is a partition with this GPT label.
-fn dev_is_labelled(dev: u64, sys_class_block: &Path, label: &str) -> bool {
+/// Whether device number `dev` is the block device `name`.
+fn dev_is(dev: u64, sys_class_block: &Path, name: &str) -> bool {
     let want = format!("{}:{}", libc::major(dev), libc::minor(dev));
-    cairn_gpt::sysfs::scan(sys_class_block).iter().any(|d| {
-        d.partname.as_deref() == Some(label)
-            && std::fs::read_to_string(sys_class_block.join(&d.name).join("dev")).is_ok_and(|n| n.trim() == want)
-    })
+    std::fs::read_to_string(sys_class_block.join(name).join("dev")).is_ok_and(|n| n.trim() == want)
 }
 
 #[cfg(test)]
@@ -230,7 +232,7 @@ mod tests {
     }
 
     #[test]
-    fn state_is_recognised_by_its_label_and_device_number() {
+    fn state_is_recognised_by_its_device_number() {
         use std::os::unix::fs::MetadataExt;
         let sys = std::env::temp_dir().join(format!("cairn-sysblock-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&sys);
@@ -241,9 +243,9 @@ mod tests {
             std::fs::write(sys.join(name).join("size"), "2048\n").unwrap();
             std::fs::write(sys.join(name).join("dev"), format!("{number}\n")).unwrap();
         }
-        assert!(dev_is_labelled(dev, &sys, "STATE"));
-        assert!(!dev_is_labelled(dev, &sys, "ROOT-A"));
-        assert!(!dev_is_labelled(libc::makedev(0, 99), &sys, "STATE"), "a tmpfs is not STATE");
+        assert!(dev_is(dev, &sys, "vda3"));
+        assert!(!dev_is(dev, &sys, "vdb3"), "another disk's STATE is not ours");
+        assert!(!dev_is(libc::makedev(0, 99), &sys, "vda3"), "a tmpfs is not STATE");
         std::fs::remove_dir_all(&sys).unwrap();
     }
 }

@@ -23,12 +23,26 @@ fn to_spec(u: wire::Unit) -> Spec {
     }
 }
 
+/// What the loader gave PID 1.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub specs: Vec<Spec>,
+    /// The services a trial boot needs up (see `verdict`).
+    pub gates: Vec<String>,
+    /// Why the loader did not do its job, if it did not: no trial can pass.
+    pub failed: Option<String>,
+}
+
 /// Runs the loader and takes its answer. No loader (the initramfs-only
-/// development mode) means no services.
-pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Vec<Spec> {
+/// development mode) means no services, and no trial could pass.
+pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Loaded {
     if !std::path::Path::new(SVCLOAD).exists() {
-        return Vec::new();
+        return Loaded { failed: Some(format!("{SVCLOAD} is missing")), ..Loaded::default() };
     }
+    let failed = |why: String| {
+        tracing::error!("{why}; no services");
+        Loaded { failed: Some(why), ..Loaded::default() }
+    };
     let out = crate::sys::command(SVCLOAD)
         .arg(enable.join(","))
         .arg(disable.join(","))
@@ -39,14 +53,10 @@ pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Vec<Spec> {
     // output() waits for this one pid; the reaper is not running yet.
     let out = match out {
         Ok(o) => o,
-        Err(e) => {
-            tracing::error!("cannot run {SVCLOAD}: {e}; no services");
-            return Vec::new();
-        }
+        Err(e) => return failed(format!("cannot run {SVCLOAD}: {e}")),
     };
     if !out.status.success() {
-        tracing::error!("{SVCLOAD} failed ({}); no services", out.status);
-        return Vec::new();
+        return failed(format!("{SVCLOAD} failed ({})", out.status));
     }
     let answer = wire::read(&String::from_utf8_lossy(&out.stdout));
     for (level, msg) in &answer.logs {
@@ -59,5 +69,5 @@ pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Vec<Spec> {
     for why in &answer.rejected {
         tracing::error!("{SVCLOAD}'s answer: {why}; that service is not started");
     }
-    answer.units.into_iter().map(to_spec).collect()
+    Loaded { specs: answer.units.into_iter().map(to_spec).collect(), gates: answer.gates, failed: None }
 }

@@ -1,4 +1,13 @@
 //! The ready line, and the boot's verdict handed to the updater.
+//!
+//! The verdict is the trial gate: a new release is blessed only if it can do
+//! its job. Healthy means the service loader succeeded, every service it says
+//! gates (the shipped, enabled ones, and an operator's with `gates_update`)
+//! is up, containerd too, `/var` is the booted disk's STATE, and the network
+//! is configured unless `cairn.ip=off`. What cannot get better by waiting
+//! (the loader failed, /var is not STATE, a gating service was never handed
+//! over) is unhealthy at once; the rest is waited for until
+//! `cairn.health_timeout`.
 
 use crate::boot::load_module_names;
 use crate::cmdline::NetMode;
@@ -21,7 +30,72 @@ fn rss_kb() -> u64 {
         .unwrap_or(0)
 }
 
+/// What a trial boot must reach, as boot found it.
+#[derive(Debug, Default)]
+pub struct Gate {
+    /// Why `cairn-svcload` did not do its job, if it did not.
+    pub loader_failed: Option<String>,
+    /// The services that must be up.
+    pub services: Vec<String>,
+    /// Whether /var is the ext4 STATE of the booted disk.
+    pub var_is_state: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Healthy,
+    /// Not yet; what is missing.
+    Wait(Vec<String>),
+    /// Never will be; what is wrong, and what is still missing.
+    Unhealthy(Vec<String>),
+}
+
+impl Gate {
+    /// `up(name)`: whether that service is up (None: no such service), and
+    /// if not, why, for the operator.
+    pub fn check(&self, up: impl Fn(&str) -> Option<Result<(), String>>, net: Option<&net::Status>, net_off: bool) -> Verdict {
+        let (mut wrong, mut missing) = (Vec::new(), Vec::new());
+        if let Some(why) = &self.loader_failed {
+            wrong.push(format!("the service loader failed: {why}"));
+        }
+        if !self.var_is_state {
+            wrong.push("/var is not the STATE partition of the booted disk".into());
+        }
+        for name in &self.services {
+            match up(name) {
+                None => wrong.push(format!("{name} (shipped and enabled, but its spec or unit was rejected)")),
+                Some(Err(why)) => missing.push(why),
+                Some(Ok(())) => {}
+            }
+        }
+        match net {
+            _ if net_off => {}
+            Some(net::Status::Configured { .. }) => {}
+            Some(net::Status::Failed(why)) => missing.push(format!("network (not configured: {why})")),
+            _ => missing.push("network (not configured yet)".into()),
+        }
+        if !wrong.is_empty() {
+            wrong.extend(missing);
+            Verdict::Unhealthy(wrong)
+        } else if !missing.is_empty() {
+            Verdict::Wait(missing)
+        } else {
+            Verdict::Healthy
+        }
+    }
+}
+
 impl Init {
+    /// One service's part in the gate.
+    fn service_up(&self, name: &str) -> Option<Result<(), String>> {
+        let up = self.supervisor.is_up(name)?;
+        if up {
+            return Some(Ok(()));
+        }
+        let why = self.supervisor.not_ready().into_iter().find(|w| w.starts_with(&format!("{name} (")));
+        Some(Err(why.unwrap_or_else(|| name.to_string())))
+    }
+
     pub(crate) fn maybe_ready(&mut self) {
         if self.ready {
             return;
@@ -65,16 +139,25 @@ impl Init {
     }
 
     /// Once per boot, on a disk booted through UEFI: hand the verdict to the
-    /// updater (`cairnctl update settle`), healthy when the ready line is
-    /// out, unhealthy when `cairn.health_timeout` passes first.
+    /// updater (`cairnctl update settle`): healthy when the gate passes,
+    /// unhealthy when it cannot or `cairn.health_timeout` passes first.
     pub(crate) fn maybe_verdict(&mut self) {
         if self.verdict {
             return;
         }
         let timed_out = self.boot_started.elapsed() >= self.settings.health_timeout;
-        if !self.ready && !timed_out {
-            return;
-        }
+        let secs = self.settings.health_timeout.as_secs();
+        let gate = self.gate.check(|n| self.service_up(n), self.net_status.as_ref(), self.settings.net == NetMode::Off);
+        let unhealthy = match gate {
+            // After the ready line when it comes (the console tells one
+            // story), but an operator's service that gates nothing and never
+            // gets up only delays a healthy verdict.
+            Verdict::Healthy if !self.ready && !timed_out => return,
+            Verdict::Healthy => None,
+            Verdict::Unhealthy(why) => Some(why.join(", ")),
+            Verdict::Wait(why) if timed_out => Some(format!("not healthy within {secs} s: {}", why.join(", "))),
+            Verdict::Wait(_) => return,
+        };
         self.verdict = true;
         if self.settings.slot.is_none() || !Path::new("/sys/firmware/efi").exists() || !Path::new(CAIRNCTL).exists() {
             return;
@@ -89,12 +172,12 @@ impl Init {
             }
         }
         let mut argv: Vec<String> = [CAIRNCTL, "update", "settle"].iter().map(|s| s.to_string()).collect();
-        if self.ready {
-            argv.push("healthy".into());
-        } else {
-            let waiting = self.supervisor.not_ready().join(", ");
-            warn!("not healthy within cairn.health_timeout={} s: {waiting}", self.settings.health_timeout.as_secs());
-            argv.extend(["unhealthy".to_string(), format!("not healthy within {} s: {waiting}", self.settings.health_timeout.as_secs())]);
+        match unhealthy {
+            None => argv.push("healthy".into()),
+            Some(why) => {
+                warn!("this boot is not healthy: {why}");
+                argv.extend(["unhealthy".to_string(), why]);
+            }
         }
         // A verdict that fails (the ESP busy or unreadable for a moment) is
         // tried again with back-off: left undone, a healthy trial would be
@@ -105,5 +188,53 @@ impl Init {
             ..supervisor::Spec::process("update-verdict", argv)
         };
         self.supervisor.add(spec, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    fn gate() -> Gate {
+        Gate { loader_failed: None, services: vec!["chrony".into(), "containerd".into()], var_is_state: true }
+    }
+
+    fn configured() -> net::Status {
+        net::Status::Configured { iface: "eth0".into(), addr: Ipv4Addr::new(10, 0, 2, 15), prefix: 24 }
+    }
+
+    fn all_up(_: &str) -> Option<Result<(), String>> {
+        Some(Ok(()))
+    }
+
+    #[test]
+    fn healthy_needs_every_gating_service_var_and_the_network() {
+        assert_eq!(gate().check(all_up, Some(&configured()), false), Verdict::Healthy);
+        let chrony_down = |n: &str| Some(if n == "chrony" { Err("chrony (unhealthy)".into()) } else { Ok(()) });
+        assert_eq!(gate().check(chrony_down, Some(&configured()), false), Verdict::Wait(vec!["chrony (unhealthy)".into()]));
+        let failed = net::Status::Failed("no link".into());
+        assert_eq!(gate().check(all_up, Some(&failed), false), Verdict::Wait(vec!["network (not configured: no link)".into()]));
+        assert_eq!(gate().check(all_up, None, false), Verdict::Wait(vec!["network (not configured yet)".into()]));
+        assert_eq!(gate().check(all_up, Some(&failed), true), Verdict::Healthy, "cairn.ip=off needs no network");
+    }
+
+    #[test]
+    fn what_waiting_cannot_mend_is_unhealthy_at_once() {
+        let loader = Gate { loader_failed: Some("exit status: 1".into()), services: vec![], var_is_state: true };
+        assert_eq!(
+            loader.check(all_up, Some(&configured()), false),
+            Verdict::Unhealthy(vec!["the service loader failed: exit status: 1".into()])
+        );
+        let tmpfs = Gate { var_is_state: false, ..gate() };
+        assert_eq!(
+            tmpfs.check(all_up, None, false),
+            Verdict::Unhealthy(vec!["/var is not the STATE partition of the booted disk".into(), "network (not configured yet)".into()])
+        );
+        let dropped = |n: &str| (n != "chrony").then_some(Ok(()));
+        assert_eq!(
+            gate().check(dropped, Some(&configured()), false),
+            Verdict::Unhealthy(vec!["chrony (shipped and enabled, but its spec or unit was rejected)".into()])
+        );
     }
 }

@@ -4,7 +4,7 @@
 
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 /// WDIOC_SETTIMEOUT: _IOWR('W', 6, int).
@@ -81,8 +81,8 @@ impl Watchdog {
         self.timeout / 4
     }
 
-    /// For the exec into stage 2: the raw descriptor, left open.
-    pub fn into_raw_fd(self) -> RawFd {
-        self.file.into_raw_fd()
+    /// For the exec into stage 2: the descriptor, which stays open across it.
+    pub fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
     }
 }

@@ -10,6 +10,7 @@
 //! ```toml
 //! description = "..."                      # [""]
 //! enabled = true                           # [true]; false = shipped but off
+//! gates_update = false                     # [false]; a spec on STATE: must this service be up for a new release's trial to pass?
 //! rootfs = "/usr/lib/cairn/rootfs/chrony"  # a baked root file system (absolute path)
 //! image = "docker.io/library/busybox:1.36" # or an image reference; exactly one of the two
 //! command = ["/usr/sbin/chronyd", "-d"]    # required, command[0] absolute
@@ -181,6 +182,11 @@ pub struct ServiceSpec {
     /// Whether the service runs at boot. A disabled service is shipped but
     /// left alone until someone starts it.
     pub enabled: bool,
+    /// Whether an operator's service (a spec on STATE) must be up for a new
+    /// release's trial boot to count as healthy. Shipped services always
+    /// gate; an operator's only when this says so (false by default), so
+    /// that one flaky workload does not fail every release.
+    pub gates_update: bool,
     /// Where the service's root file system comes from.
     pub root: Root,
     /// The program (an absolute path inside the root) and its arguments.
@@ -431,6 +437,7 @@ impl SpecError {
 struct RawSpec {
     description: Option<String>,
     enabled: Option<bool>,
+    gates_update: Option<bool>,
     rootfs: Option<String>,
     image: Option<String>,
     command: Option<Vec<String>>,
@@ -673,6 +680,7 @@ impl Checker<'_> {
             name,
             description: raw.description.unwrap_or_default(),
             enabled: raw.enabled.unwrap_or(true),
+            gates_update: raw.gates_update.unwrap_or(false),
             root,
             command,
             env,

@@ -142,6 +142,12 @@ pub fn log(out: &mut String, level: &str, msg: &str) {
     line(out, &["log", level, msg]);
 }
 
+/// Appends the name of a service that must be up for a trial boot to pass
+/// (the update gate), whether or not its unit follows.
+pub fn gate(out: &mut String, name: &str) {
+    line(out, &["gate", name]);
+}
+
 /// Appends a unit.
 pub fn write(out: &mut String, s: &Unit) {
     line(out, &["svc", &s.name]);
@@ -210,6 +216,8 @@ pub struct Answer {
     pub logs: Vec<(String, String)>,
     /// Why each dropped unit or stray line was dropped; the rest still count.
     pub rejected: Vec<String>,
+    /// The services a trial boot needs up ([`gate`]).
+    pub gates: Vec<String>,
 }
 
 /// Checks a unit against [`bounds`]; the error names the field and the range.
@@ -330,6 +338,7 @@ pub fn read(text: &str) -> Answer {
         let bad = || format!("line {}: {raw:?}", n + 1);
         match (w[0].as_str(), cur.as_mut()) {
             ("log", None) if w.len() == 3 => answer.logs.push((w[1].clone(), w[2].clone())),
+            ("gate", None) if w.len() == 2 => answer.gates.push(w[1].clone()),
             ("svc", None) if w.len() == 2 => cur = Some((unit(&w[1]), None)),
             ("svc", Some((u, _))) => {
                 answer.rejected.push(format!("service {}: cut short at {}", u.name, bad()));
@@ -385,10 +394,13 @@ mod tests {
         };
         let mut text = String::new();
         log(&mut text, "error", "x.toml: bad\tkey");
+        gate(&mut text, "web");
+        gate(&mut text, "gone");
         write(&mut text, &spec);
         let answer = read(&text);
         assert_eq!(answer.logs, [("error".to_string(), "x.toml: bad\tkey".to_string())]);
         assert_eq!(answer.units, [spec]);
+        assert_eq!(answer.gates, ["web", "gone"]);
         assert!(answer.rejected.is_empty());
     }
 

@@ -65,6 +65,9 @@ pub struct Config {
     /// Kernel arguments (direct boot only; under UEFI the boot entry has them).
     pub cmdline: String,
     pub disk: Option<Disk>,
+    /// Further disk files (raw or qcow2, by extension) attached in front of
+    /// `disk`, so the guest enumerates them first; never booted from.
+    pub disks_in_front: Vec<PathBuf>,
     pub memory_mb: u32,
     pub cpus: u32,
     /// A second serial port (the guest's ttyS1) on a Unix socket, for the debug shell.
@@ -112,14 +115,15 @@ impl Config {
             boot,
             cmdline,
             disk,
+            disks_in_front: Vec::new(),
             memory_mb: 512,
             cpus: 1,
             debug_port: false,
             interactive: false,
             allow_reboot: true,
             netdev: String::new(),
-            cmdline_raw: Vec::new(),
             extra_args: Vec::new(),
+            cmdline_raw: Vec::new(),
         }
     }
 
@@ -139,6 +143,14 @@ impl Config {
     pub fn with_debug_shell(mut self) -> Config {
         self.debug_port = true;
         self.append("cairn.debug=shell")
+    }
+}
+
+fn disk_format(p: &Path) -> &'static str {
+    if p.extension().is_some_and(|e| e == "qcow2") {
+        "qcow2"
+    } else {
+        "raw"
     }
 }
 
@@ -324,6 +336,11 @@ impl Machine {
                     .arg(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
             }
         }
+        for (i, p) in cfg.disks_in_front.iter().enumerate() {
+            cmd.arg("-drive")
+                .arg(format!("file={},format={},if=none,id=front{i}", p.display(), disk_format(p)))
+                .args(["-device", &format!("virtio-blk-pci,drive=front{i}")]);
+        }
         if let Some(disk) = &cfg.disk {
             let (path, format) = match disk {
                 Disk::Overlay(base) => {
@@ -338,7 +355,7 @@ impl Machine {
                     )?;
                     (overlay, "qcow2")
                 }
-                Disk::File(p) => (p.clone(), if p.extension().is_some_and(|e| e == "qcow2") { "qcow2" } else { "raw" }),
+                Disk::File(p) => (p.clone(), disk_format(p)),
             };
             cmd.arg("-drive")
                 .arg(format!("file={},format={format},if=none,id=disk0", path.display()))

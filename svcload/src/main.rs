@@ -9,6 +9,7 @@
 
 use cairn_model::service::{self as model, ServiceSpec};
 use cairn_model::wire::{self, Check, Condition, HealthSpec, RestartPolicy, Unit};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 /// Where specs are read from, in order; a later file with the same name wins.
@@ -16,32 +17,63 @@ use std::path::Path;
 pub const SPEC_DIRS: &[&str] = &["/usr/lib/cairn/services", "/run/cairn/config/services", "/var/lib/cairn/services"];
 pub const BUNDLE_DIR: &str = "/run/cairn/services";
 
-/// Reads every `*.toml` in the spec directories. A bad file is reported with
-/// its file, key and problem, and the others still load.
-pub fn read_specs(dirs: &[&str], notes: &mut String) -> Vec<ServiceSpec> {
-    let mut by_name: std::collections::BTreeMap<String, ServiceSpec> = Default::default();
-    for dir in dirs {
+/// The specs read, and which of them the verified root ships.
+#[derive(Debug, Default)]
+pub struct Specs {
+    pub specs: Vec<ServiceSpec>,
+    /// Names whose file in effect is in the first (shipped) directory.
+    pub shipped: BTreeSet<String>,
+    /// Shipped files that were rejected and not replaced, by file stem: a
+    /// release whose own loader rejects its own spec is broken.
+    pub broken_shipped: BTreeSet<String>,
+}
+
+/// Reads every `*.toml` in the spec directories; the first is the one the
+/// verified root ships. A bad file is reported with its file, key and
+/// problem, and the others still load.
+pub fn read_specs(dirs: &[&str], notes: &mut String) -> Specs {
+    let mut by_name: BTreeMap<String, (ServiceSpec, bool)> = BTreeMap::new();
+    let mut broken_shipped = BTreeSet::new();
+    for (n, dir) in dirs.iter().enumerate() {
         let Ok(entries) = std::fs::read_dir(dir) else { continue };
         let mut files: Vec<_> = entries.filter_map(Result::ok).map(|e| e.path()).collect();
         files.sort();
         for path in files.into_iter().filter(|p| p.extension().is_some_and(|e| e == "toml")) {
             let file = path.display().to_string();
-            let text = match std::fs::read_to_string(&path) {
-                Ok(t) => t,
-                Err(e) => {
-                    wire::log(notes, "error", &format!("service spec {file} not read: {e}"));
-                    continue;
-                }
-            };
-            match model::parse(&text, &file) {
+            let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let parsed = std::fs::read_to_string(&path)
+                .map_err(|e| format!("service spec {file} not read: {e}"))
+                .and_then(|text| model::parse(&text, &file).map_err(|e| format!("service spec rejected: {e}")));
+            match parsed {
                 Ok(spec) => {
-                    by_name.insert(spec.name.clone(), spec);
+                    broken_shipped.remove(&spec.name);
+                    by_name.insert(spec.name.clone(), (spec, n == 0));
                 }
-                Err(e) => wire::log(notes, "error", &format!("service spec rejected: {e}")),
+                Err(e) => {
+                    wire::log(notes, "error", &e);
+                    if n == 0 {
+                        broken_shipped.insert(stem);
+                    }
+                }
             }
         }
     }
-    by_name.into_values().collect()
+    let shipped = by_name.iter().filter(|(_, (_, s))| *s).map(|(n, _)| n.clone()).collect();
+    Specs { specs: by_name.into_values().map(|(s, _)| s).collect(), shipped, broken_shipped }
+}
+
+/// The services a trial boot needs up: every enabled shipped one (and every
+/// shipped one whose file was rejected, unless the command line disables
+/// it), and an operator's only with `gates_update = true`.
+pub fn gates(read: &Specs, disable: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = read
+        .specs
+        .iter()
+        .filter(|s| s.enabled && (read.shipped.contains(&s.name) || s.gates_update))
+        .map(|s| s.name.clone())
+        .collect();
+    out.extend(read.broken_shipped.iter().filter(|n| !disable.contains(n)).cloned());
+    out
 }
 
 /// Applies `cairn.enable=` / `cairn.disable=` from the command line.
@@ -140,14 +172,17 @@ fn handoff(unit: &Unit) -> Result<String, String> {
     Err(format!("its unit does not survive the handoff to cairn-init: {why}"))
 }
 
-/// Runs in the `--load-services` child: reads the specs, writes the bundles,
-/// and describes the enabled services in dependency order (with what to log)
-/// in the specwire text.
+/// Reads the specs, writes the bundles, and describes the enabled services
+/// in dependency order (with what to log, and which services gate a trial
+/// boot) in the specwire text.
 fn load_to_text(enable: &[String], disable: &[String], runtime: &str) -> String {
     let mut notes = String::new();
-    let mut specs = read_specs(SPEC_DIRS, &mut notes);
-    apply_overrides(&mut specs, enable, disable, &mut notes);
-    let enabled: Vec<ServiceSpec> = specs.into_iter().filter(|s| s.enabled).collect();
+    let mut read = read_specs(SPEC_DIRS, &mut notes);
+    apply_overrides(&mut read.specs, enable, disable, &mut notes);
+    for name in gates(&read, disable) {
+        wire::gate(&mut notes, &name);
+    }
+    let enabled: Vec<ServiceSpec> = read.specs.into_iter().filter(|s| s.enabled).collect();
     if enabled.is_empty() {
         return notes;
     }
@@ -190,6 +225,37 @@ mod proptests;
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn shipped_services_gate_and_an_operators_only_when_it_says_so() {
+        let root = std::env::temp_dir().join(format!("cairn-svcload-gates-{}", std::process::id()));
+        let (shipped, state) = (root.join("shipped"), root.join("state"));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&shipped).unwrap();
+        std::fs::create_dir_all(&state).unwrap();
+        let spec = |extra: &str| format!("rootfs = \"/r\"\ncommand = [\"/bin/true\"]\n{extra}\n");
+        for (dir, name, text) in [
+            (&shipped, "chrony", spec("")),
+            (&shipped, "admin", spec("enabled = false")),
+            (&shipped, "broken", spec("bogus_key = 1")),
+            (&shipped, "replaced", spec("")),
+            (&shipped, "off-by-cmdline", spec("bogus_key = 1")),
+            (&state, "workload", spec("")),
+            (&state, "db", spec("gates_update = true")),
+            (&state, "replaced", spec("")),
+        ] {
+            std::fs::write(dir.join(format!("{name}.toml")), text).unwrap();
+        }
+        let mut notes = String::new();
+        let dirs = [shipped.to_str().unwrap(), state.to_str().unwrap()];
+        let mut read = read_specs(&dirs, &mut notes);
+        apply_overrides(&mut read.specs, &[], &["off-by-cmdline".to_string()], &mut notes);
+        let mut g = gates(&read, &["off-by-cmdline".to_string()]);
+        g.sort();
+        assert_eq!(g, ["broken", "chrony", "db"], "{notes}");
+        assert!(notes.contains("broken.toml"), "{notes}");
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn a_unit_pid1_would_drop_is_not_handed_over() {

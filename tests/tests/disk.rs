@@ -40,9 +40,41 @@ fn a_missing_root_partition_is_named_with_the_devices_seen() {
     cfg.allow_reboot = false;
     let mut m = Machine::start(&cfg).unwrap();
     let line = m.wait_for("stage 1 failed", BOOT).expect("stage 1 reports the failure");
-    assert!(line.contains("No partition labelled ROOT-A after 2s; block devices seen: none"), "{line}");
+    assert!(line.contains("No partition labelled ROOT-A with this boot's verity root hash after 2s; block devices seen: none"), "{line}");
     m.wait_for("rebooting in 10 s", EXIT).unwrap();
     m.wait_exit(EXIT).expect("the machine reboots, using up a try of its boot entry");
+}
+
+/// With the default root wait (30 s) and watchdog (30 s) a missing root ends
+/// in the message that names the devices seen, then the reboot, never in a
+/// watchdog reset before it (stage 1 pets the watchdog while it waits).
+#[test]
+fn a_missing_root_is_named_before_the_watchdog_can_fire() {
+    let cmdline = std::fs::read_to_string(out_dir().join("cmdline")).unwrap();
+    let mut cfg = Config::kernel_only(&out_dir(), "initramfs.img", &cmdline).unwrap();
+    cfg.allow_reboot = false;
+    let mut m = Machine::start(&cfg).unwrap();
+    m.wait_for("watchdog armed", BOOT).expect("the default watchdog is armed in stage 1");
+    let line = m.wait_for("stage 1 failed", BOOT).unwrap_or_else(|e| panic!("stage 1 names the failure: {e}"));
+    assert!(line.contains("No partition labelled ROOT-A with this boot's verity root hash after 30s; block devices seen: none"), "{line}");
+    m.wait_for("rebooting in 10 s", EXIT).unwrap();
+    m.wait_exit(EXIT).expect("the machine reboots");
+    assert!(!m.console.text().contains("Initiating system reboot"), "no softdog reset: {}", m.console.text());
+}
+
+/// A slot partition that does not hold the root the command line names (an
+/// empty ROOT-B here) is not taken for it: stage 1 waits, then names the
+/// devices it saw.
+#[test]
+fn a_slot_partition_without_the_expected_root_is_not_used() {
+    let mut cfg = Config::from_out(&out_dir(), "initramfs.img").unwrap().append("cairn.slot=b");
+    cfg.allow_reboot = false;
+    let mut m = Machine::start(&cfg).unwrap();
+    let line = m.wait_for("stage 1 failed", BOOT).unwrap_or_else(|e| panic!("stage 1 names the failure: {e}"));
+    assert!(line.contains("No partition labelled ROOT-B with this boot's verity root hash after 30s"), "{line}");
+    assert!(line.contains("vda1 (ESP, 128 MiB)") && line.contains("vda3 (ROOT-B, 1024 MiB)"), "{line}");
+    m.wait_for("rebooting in 10 s", EXIT).unwrap();
+    m.wait_exit(EXIT).expect("the machine reboots");
 }
 
 #[test]
@@ -199,4 +231,64 @@ fn two_builds_give_identical_images() {
     assert_eq!(sha256_file(&initramfs), sha256_file(&out_dir().join("initramfs.img")), "initramfs differs");
     assert_eq!(sha256_file(&root), sha256_file(&r.join("build/root.img")), "root image differs");
     assert_eq!(sha256_file(&raw), sha256_file(&out_dir().join("cairn.raw")), "cairn.raw differs");
+}
+
+/// A machine with another Cairn disk attached in front of its own (made by the
+/// same build as version 0.2.0, so the same labels and, as built, the same
+/// GUIDs) boots its own root, mounts its own STATE, gives its own disk GUIDs
+/// of its own, installs an update into its own ROOT-B and ESP and boots it;
+/// the other disk is not changed by a single byte.
+#[test]
+fn a_second_cairn_disk_in_front_is_never_booted_mounted_or_updated() {
+    use cairn_qemu::repo::{fixture, good, Server};
+    let dir = Scratch::new("two-disks").unwrap();
+    let other = dir.path("other.raw");
+    let st = Command::new("cp").arg("--sparse=always").arg(fixture("other-disk.raw")).arg(&other).status().unwrap();
+    assert!(st.success(), "copy of the other disk");
+    let other_before = sha256_file(&other);
+    let own = dir.path("own.qcow2");
+    make_overlay(&out_dir().join("cairn-debug.qcow2"), &own).unwrap();
+    qemu_img(&["resize", "-q", own.to_str().unwrap(), "+1G"]).unwrap();
+    let mut cfg = uefi_debug();
+    cfg.disk = Some(cairn_qemu::Disk::File(own.clone()));
+    cfg.disks_in_front = vec![other.clone()];
+    let server = Server::start("repo-two-disks");
+    server.publish(&good());
+
+    let mut m = Machine::start(&cfg).unwrap();
+    let line = m.wait_for("booted from", BOOT).expect("stage 1 says which disk");
+    // Both disks still carry the build's ESP GUID: the root hash decides.
+    assert!(line.contains("booted from vdb (ROOT-A on vdb2: the boot loader's partition c41f0000-0000-4000-8000-0000000000e5 is on more than one disk; by its verity root hash)"), "{line}");
+    m.wait_for("gave vdb and its partitions GUIDs of their own", BOOT).expect("first boot makes the GUIDs unique");
+    m.wait_for("cairn-init: ready", BOOT).unwrap();
+    m.wait_for("cairn-update: verdict on this boot", BOOT).expect("verdict");
+    assert_eq!(m.sh_ok("ls /sys/block/dm-0/slaves").unwrap().trim(), "vdb2");
+    let var = m.sh_ok("grep ' /var ' /proc/mounts").unwrap();
+    assert!(var.starts_with("/dev/vdb4 /var ext4 rw,"), "{var}");
+    m.sh_ok(&format!("cairnctl update set url={}", server.url())).unwrap();
+    let (out, code) = m.sh_for("cairnctl update apply --no-reboot 2>&1", Duration::from_secs(600)).unwrap();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("installed 0.2.0 into slot b"), "{out}");
+    m.sh_send("cairnctl reboot").unwrap();
+    m.shell_restarted();
+    m.wait_for("clean shutdown complete, rebooting", BOOT).expect("a clean reboot");
+
+    // The ESP now has a GUID of its own, which the loader reports.
+    let line = m.wait_for("booted from", BOOT).expect("stage 1 says which disk");
+    assert!(line.contains("booted from vdb (ROOT-B on vdb3: the boot loader's partition ") && line.contains(" is on it)"), "{line}");
+    m.wait_for("blessed slot b (0.2.0)", BOOT).expect("the update went to this machine's own disk and is blessed");
+    let version = m.sh_ok(". /etc/os-release; echo $VERSION_ID").unwrap();
+    assert_eq!(version.trim(), "0.2.0");
+    assert_eq!(m.sh_ok("ls /sys/block/dm-0/slaves").unwrap().trim(), "vdb3");
+    let var = m.sh_ok("grep ' /var ' /proc/mounts").unwrap();
+    assert!(var.starts_with("/dev/vdb4 /var ext4 rw,"), "{var}");
+    assert!(!line.contains("c41f0000-0000-4000-8000-0000000000e5"), "the ESP's GUID is no longer the build's: {line}");
+    // The disk GUID, bytes 56..72 of the GPT header at LBA 1.
+    let disk_guid = |m: &mut Machine, dev: &str| m.sh_ok(&format!("dd if=/dev/{dev} bs=1 skip=568 count=16 2>/dev/null | od -An -tx1")).unwrap();
+    let as_built = " 00 00 1f c4 00 00 00 40 80 00 00 00 00 00 d1 5c";
+    assert_eq!(disk_guid(&mut m, "vda").split_whitespace().collect::<Vec<_>>(), as_built.split_whitespace().collect::<Vec<_>>(), "the other disk keeps the build's GUIDs");
+    assert_ne!(disk_guid(&mut m, "vdb").split_whitespace().collect::<Vec<_>>(), as_built.split_whitespace().collect::<Vec<_>>());
+    power_off(&mut m);
+    drop(m);
+    assert_eq!(sha256_file(&other), other_before, "the other disk is byte-for-byte unchanged");
 }

@@ -32,13 +32,12 @@ pub fn os_version(os_release: &str) -> Option<Version> {
         .and_then(|v| v.trim_matches('"').parse().ok())
 }
 
-/// The device node of the partition with GPT label `label`.
+/// The device node of the partition with GPT label `label` on the disk
+/// this machine booted from (never another Cairn disk's).
 pub fn partition(label: &str) -> Result<PathBuf, SystemError> {
-    cairn_gpt::sysfs::scan(Path::new("/sys/class/block"))
-        .into_iter()
-        .find(|d| d.partname.as_deref() == Some(label))
+    cairn_gpt::sysfs::on_boot_disk(label)
         .map(|d| PathBuf::from(d.node()))
-        .ok_or_else(|| SystemError::Missing(format!("no partition labelled {label} (is this a Cairn disk?)")))
+        .map_err(|e| SystemError::Missing(e.to_string()))
 }
 
 fn c(s: &str) -> Result<CString, SystemError> {
@@ -119,19 +118,11 @@ impl Drop for Esp {
     }
 }
 
-const LOADER_GUID: &str = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f";
-pub const EFIVARS: &str = "/sys/firmware/efi/efivars";
+pub use cairn_gpt::efi::{loader_var, EFIVARS};
 
 /// Whether the machine booted through UEFI.
 pub fn efi() -> bool {
-    Path::new("/sys/firmware/efi").exists()
-}
-
-/// A systemd-boot variable as text (UTF-16 after 4 attribute bytes), if set.
-pub fn loader_var(name: &str) -> Option<String> {
-    let bytes = std::fs::read(format!("{EFIVARS}/{name}-{LOADER_GUID}")).ok()?;
-    let units: Vec<u16> = bytes.get(4..)?.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
-    Some(String::from_utf16_lossy(&units).trim_end_matches('\0').to_string())
+    cairn_gpt::efi::booted_with_efi()
 }
 
 /// Takes an exclusive lock on `path`, waiting for whoever holds it.

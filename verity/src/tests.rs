@@ -352,10 +352,8 @@ fn veritysetup_format(data_path: &Path, hash_path: &Path, p: &Params) -> (Vec<u8
 
 #[test]
 fn matches_veritysetup() {
-    if !veritysetup_available() {
-        eprintln!("\n!!!!!!!! SKIPPED: veritysetup not installed !!!!!!!!\n");
-        return;
-    }
+    // scripts/install-deps installs it: without it this comparison must fail, not pass.
+    assert!(veritysetup_available(), "veritysetup (cryptsetup-bin) is not installed; run scripts/install-deps");
     let p = params();
     for (blocks, seed) in [(1u64, 11u64), (3, 12), (129, 13), (16385, 14)] {
         let data_file = TempPath::new(&format!("data-{blocks}"));

@@ -1,6 +1,10 @@
-//! Growing STATE to fill its disk on first boot: the GPT is rewritten (backup
-//! header first, so a power cut leaves one valid table), the kernel is told the
-//! partition's new size, and the mounted ext4 is resized online.
+//! The booted disk's partition table on first boot: the disk and its
+//! partitions get GUIDs of their own (every image is built with the same
+//! ones), STATE grows to fill the disk, and a damaged primary copy is
+//! repaired from the backup. The GPT is rewritten once for all of it (backup
+//! copy first, so a power cut leaves one valid table, old or new, and the next
+//! boot finishes the job), the kernel is told the partition's new size, and
+//! the mounted ext4 is resized online.
 
 use super::blockdev::BlockDev;
 use std::io::{Read, Seek, SeekFrom};
@@ -43,12 +47,22 @@ pub enum GrowError {
     },
 }
 
-/// Grows the last partition of `part`'s disk to the end of the disk when the
-/// disk has grown. Returns (old, new) sizes in sectors, or None if it fills
-/// the disk already.
-pub fn grow_partition(part: &BlockDev, disk_sectors: u64) -> Result<Option<(u64, u64)>, GrowError> {
-    let disk = part.disk.clone().ok_or_else(|| GrowError::NotPartition(part.name.clone()))?;
-    let pno = part.partn.ok_or_else(|| GrowError::NotPartition(part.name.clone()))?;
+/// What [`settle_table`] changed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    pub new_guids: bool,
+    /// The primary copy was damaged and was rewritten from the backup.
+    pub repaired: bool,
+    /// STATE's (old, new) size in sectors, when it grew.
+    pub state_grew: Option<(u64, u64)>,
+}
+
+/// Settles the table of `disk` (a whole disk, `vda`) on which `state` is
+/// STATE: unique GUIDs if the disk still has the build's, STATE grown if the
+/// disk grew. Runs before anything on the disk is in use: only STATE's size
+/// changes for the kernel, and it is told.
+/// Without `random` the GUIDs stay as they are.
+pub fn settle_table(disk: &str, state: Option<&BlockDev>, random: Option<&mut dyn FnMut() -> [u8; 16]>) -> Result<Settled, GrowError> {
     let path = format!("/dev/{disk}");
     let mut dev = std::fs::OpenOptions::new()
         .read(true)
@@ -56,21 +70,33 @@ pub fn grow_partition(part: &BlockDev, disk_sectors: u64) -> Result<Option<(u64,
         .open(&path)
         .map_err(|source| GrowError::Open { path: path.clone(), source })?;
     let gpt_err = |source| GrowError::Gpt { disk: path.clone(), source };
-    let (table, _) = cairn_gpt::Gpt::read(&mut dev, disk_sectors * 512).map_err(gpt_err)?;
-    let Some(grown) = table.grown(disk_sectors).map_err(gpt_err)? else { return Ok(None) };
-    let idx = pno as usize - 1;
-    let (Some(old), Some(new)) = (table.partitions.get(idx), grown.partitions.get(idx)) else {
-        return Err(GrowError::NotPartition(part.name.clone()));
-    };
-    cairn_gpt::write_grown(&mut dev, &grown).map_err(gpt_err)?;
-    if old.last_lba == new.last_lba {
-        // The disk grew but our partition is not the last one; only the
-        // backup header moved.
-        return Ok(None);
+    let disk_bytes = cairn_gpt::device_bytes(&mut dev).map_err(gpt_err)?;
+    let (table, source) = cairn_gpt::Gpt::read(&mut dev, disk_bytes).map_err(gpt_err)?;
+    let mut next = table.clone();
+    let mut settled = Settled { repaired: source == cairn_gpt::Source::Backup, ..Settled::default() };
+    if let (true, Some(random)) = (next.is_as_built(), random) {
+        next = next.with_new_guids(random);
+        settled.new_guids = true;
     }
-    blkpg_resize(&dev, pno, new.first_lba * 512, (new.last_lba - new.first_lba + 1) * 512)
-        .map_err(|source| GrowError::Blkpg { part: part.name.clone(), source })?;
-    Ok(Some((old.last_lba - old.first_lba + 1, new.last_lba - new.first_lba + 1)))
+    if let Some(grown) = next.grown(disk_bytes / 512).map_err(gpt_err)? {
+        next = grown;
+    }
+    if next == table && !settled.repaired {
+        return Ok(settled);
+    }
+    cairn_gpt::write_grown(&mut dev, &next).map_err(gpt_err)?;
+    let Some(state) = state else { return Ok(settled) };
+    let pno = state.partn.ok_or_else(|| GrowError::NotPartition(state.name.clone()))?;
+    let idx = (pno as usize).checked_sub(1).ok_or_else(|| GrowError::NotPartition(state.name.clone()))?;
+    let (Some(old), Some(new)) = (table.partitions.get(idx), next.partitions.get(idx)) else {
+        return Err(GrowError::NotPartition(state.name.clone()));
+    };
+    if old.last_lba != new.last_lba {
+        blkpg_resize(&dev, pno, new.first_lba * 512, new.sectors() * 512)
+            .map_err(|source| GrowError::Blkpg { part: state.name.clone(), source })?;
+        settled.state_grew = Some((old.sectors(), new.sectors()));
+    }
+    Ok(settled)
 }
 
 fn blkpg_resize(disk: &std::fs::File, pno: u32, start: u64, length: u64) -> std::io::Result<()> {
@@ -187,11 +213,11 @@ mod tests {
         let f = std::fs::File::create(&path).unwrap();
         f.set_len(16 << 20).unwrap();
         drop(f);
-        let status = std::process::Command::new("mkfs.ext4")
-            .args(["-q", "-F", "-b", "4096"])
-            .arg(&path)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run mkfs.ext4 (e2fsprogs; scripts/install-deps installs it): {e}"));
+        // Where Debian puts it, for a PATH without the sbin directories.
+        let status = ["/usr/sbin/mkfs.ext4", "/sbin/mkfs.ext4", "mkfs.ext4"]
+            .iter()
+            .find_map(|cmd| std::process::Command::new(cmd).args(["-q", "-F", "-b", "4096"]).arg(&path).status().ok())
+            .unwrap_or_else(|| panic!("cannot run mkfs.ext4 (e2fsprogs; scripts/install-deps installs it)"));
         assert!(status.success(), "mkfs.ext4 on {} failed: {status}", path.display());
         let bytes = std::fs::read(&path).unwrap();
         let _ = std::fs::remove_file(&path);

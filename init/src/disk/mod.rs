@@ -1,16 +1,20 @@
-//! Stage 1: from the initramfs to the verified root. Finds the slot's root
-//! partition, puts dm-verity over it, mounts the erofs root read-only and
-//! STATE on /var (grown to fill the disk on first boot), moves the API file
-//! systems across, frees the initramfs, switches root and execs stage 2.
+//! Stage 1: from the initramfs to the verified root. Finds the disk the
+//! machine booted from and the slot's root partition on it, settles that
+//! disk's partition table on first boot, puts dm-verity over the root,
+//! mounts the erofs root read-only and the same disk's STATE on /var (grown
+//! to fill the disk on first boot), moves the API file systems across, frees
+//! the initramfs, switches root and execs stage 2.
 
 pub use cairn_gpt::sysfs as blockdev;
+pub mod booted;
 pub mod dm;
 pub mod grow;
 
 use crate::cmdline::{Settings, Verity};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use blockdev::BlockDev;
+use std::time::Instant;
 use tracing::{info, warn};
 
 pub const SYSROOT: &str = "/sysroot";
@@ -20,7 +24,7 @@ pub const DEBUG_BIN: &str = "/run/cairn/debug/bin";
 #[derive(Debug, thiserror::Error)]
 pub enum Stage1Error {
     #[error("Root partition not found")]
-    NoRoot(#[from] blockdev::NotFound),
+    NoRoot(#[from] booted::NotFound),
     #[error("Cannot set up dm-verity on {dev}")]
     Verity {
         dev: String,
@@ -63,47 +67,55 @@ fn mount(what: &'static str, dev: &str, target: &str, fstype: &str, flags: u64, 
     })
 }
 
-/// Mounts STATE on /sysroot/var, growing it first when the disk grew. A STATE
-/// that cannot be mounted is left untouched (never reformatted) and /var
-/// becomes a tmpfs, so the machine still comes up for an operator to look.
-fn mount_state(limit: Duration) {
+/// Mounts STATE (found on the booted disk) on /sysroot/var and grows its
+/// ext4 when its partition grew. A STATE that is missing or cannot be mounted
+/// is left untouched (never reformatted) and /var becomes a tmpfs, so the
+/// machine still comes up for an operator to look; the update verdict counts
+/// it as unhealthy.
+fn mount_state(disk: &str, part: Option<BlockDev>) {
     let target = format!("{SYSROOT}/var");
-    let part = match blockdev::wait_for_label("STATE", limit) {
-        Ok(p) => p,
-        Err(e) => {
-            warn!("{e}; /var is a tmpfs, nothing will persist");
-            let _ = mount("/var", "tmpfs", &target, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755");
-            return;
-        }
+    let tmpfs = |why: String| {
+        warn!("{why}; /var is a tmpfs, nothing will persist");
+        let _ = mount("/var", "tmpfs", &target, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755");
     };
-    let disk_sectors = part
-        .disk
-        .as_ref()
-        .and_then(|d| std::fs::read_to_string(format!("/sys/class/block/{d}/size")).ok())
-        .and_then(|s| s.trim().parse::<u64>().ok());
-    let mut part_sectors = part.sectors;
-    if let Some(disk_sectors) = disk_sectors {
-        match grow::grow_partition(&part, disk_sectors) {
-            Ok(Some((old, new))) => {
-                info!("grew partition STATE ({}) from {} MiB to {} MiB", part.name, old / 2048, new / 2048);
-                part_sectors = new;
-            }
-            Ok(None) => {}
-            Err(e) => warn!("cannot grow STATE: {}", crate::error_chain(&e)),
-        }
-    }
+    let Some(part) = part else {
+        return tmpfs(format!("no partition labelled STATE on {disk}, the disk this machine booted from"));
+    };
     let dev = part.node();
     let flags = libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOATIME;
     if let Err(e) = mount("STATE", &dev, &target, "ext4", flags, "") {
-        warn!("{}; /var is a tmpfs, nothing will persist", crate::error_chain(&e));
-        let _ = mount("/var", "tmpfs", &target, "tmpfs", libc::MS_NOSUID | libc::MS_NODEV, "mode=0755");
-        return;
+        return tmpfs(crate::error_chain(&e));
     }
-    match grow::grow_ext4(&dev, part_sectors * 512, &target) {
+    match grow::grow_ext4(&dev, part.sectors * 512, &target) {
         Ok(Some((old, new))) => info!("grew the STATE file system from {old} to {new} blocks"),
         Ok(None) => {}
         Err(e) => warn!("cannot grow the STATE file system: {}", crate::error_chain(&e)),
     }
+}
+
+/// First boot of a disk: GUIDs of its own, STATE grown to fill it. Nothing
+/// here stops the boot. Returns STATE as it is now.
+fn settle_disk(disk: &str) -> Option<BlockDev> {
+    let devs = blockdev::scan(Path::new("/sys/class/block"));
+    let mut state = blockdev::on_disk(&devs, disk, "STATE").cloned();
+    let mut random = booted::random_source().map_err(|e| warn!("cannot read /dev/urandom: {e}; {disk} keeps the build's GUIDs for now")).ok();
+    let settled = grow::settle_table(disk, state.as_ref(), random.as_mut().map(|r| r as &mut dyn FnMut() -> [u8; 16]));
+    match settled {
+        Ok(s) => {
+            if s.new_guids {
+                info!("gave {disk} and its partitions GUIDs of their own (first boot)");
+            }
+            if s.repaired {
+                warn!("the primary partition table of {disk} was damaged; rewrote it from the backup");
+            }
+            if let (Some((old, new)), Some(st)) = (s.state_grew, state.as_mut()) {
+                info!("grew partition STATE ({}) from {} MiB to {} MiB", st.name, old / 2048, new / 2048);
+                st.sectors = new;
+            }
+        }
+        Err(e) => warn!("cannot settle the partition table of {disk}: {}", crate::error_chain(&e)),
+    }
+    state
 }
 
 /// The debug image carries busybox in its initramfs; copy it into /run so the
@@ -144,18 +156,30 @@ fn free_initramfs() {
 }
 
 /// Runs stage 1. Returns only on failure; the caller logs and reboots, which
-/// uses up one of the boot entry's tries.
-pub fn run(settings: &Settings, verity: &Verity, stage2_args: &[String]) -> Stage1Error {
-    match try_run(settings, verity, stage2_args) {
+/// uses up one of the boot entry's tries. `tick` is called while waiting
+/// for the disk (the watchdog).
+pub fn run(settings: &Settings, verity: &Verity, stage2_args: &[String], tick: impl FnMut()) -> Stage1Error {
+    match try_run(settings, verity, stage2_args, tick) {
         Ok(never) => match never {},
         Err(e) => e,
     }
 }
 
-fn try_run(settings: &Settings, verity: &Verity, stage2_args: &[String]) -> Result<std::convert::Infallible, Stage1Error> {
+fn try_run(settings: &Settings, verity: &Verity, stage2_args: &[String], tick: impl FnMut()) -> Result<std::convert::Infallible, Stage1Error> {
     let start = Instant::now();
     let label = format!("ROOT-{}", settings.slot.unwrap_or('a').to_ascii_uppercase());
-    let part = blockdev::wait_for_label(&label, settings.root_timeout)?;
+    let loader = booted::loader();
+    let (part, by) = booted::wait_for_root(&label, &loader, verity, settings.root_timeout, tick)?;
+    let disk = part.disk.clone().unwrap_or_default();
+    let how = match (&loader, by) {
+        (booted::Loader::Partition(uuid), booted::By::Loader) => format!("the boot loader's partition {uuid} is on it"),
+        (booted::Loader::Partition(uuid), booted::By::RootHash) => {
+            format!("the boot loader's partition {uuid} is on more than one disk; by its verity root hash")
+        }
+        (booted::Loader::Unknown, _) => "no boot loader said; by its verity root hash".to_string(),
+    };
+    info!("booted from {disk} ({label} on {}: {how})", part.name);
+    let state = settle_disk(&disk);
     let dev = part.node();
     let target = dm::Target {
         start: 0,
@@ -164,11 +188,11 @@ fn try_run(settings: &Settings, verity: &Verity, stage2_args: &[String]) -> Resu
         params: verity_params(&dev, verity),
     };
     let uuid = format!("CAIRN-VERITY-{label}");
-    let root_dev = dm::create("cairn-root", &uuid, dm::DM_READONLY_FLAG, &[target])
+    let root_dev = dm::create(blockdev::ROOT_DM_NAME, &uuid, dm::DM_READONLY_FLAG, &[target])
         .map_err(|source| Stage1Error::Verity { dev: dev.clone(), source })?;
     mount("the root", &root_dev, SYSROOT, "erofs", libc::MS_RDONLY, "")?;
     info!("root {label} ({dev}) verified by dm-verity as {root_dev}, mounted read-only");
-    mount_state(Duration::from_secs(5));
+    mount_state(&disk, state);
     if settings.debug_shell {
         carry_debug_tools();
     }

@@ -129,6 +129,8 @@ pub struct Reply {
     pub xid: u32,
     pub mac: [u8; 6],
     pub lease: Lease,
+    /// Options left out of the lease, and why (for the log).
+    pub ignored: Vec<String>,
 }
 
 /// Why a packet is not a reply we can use.
@@ -240,6 +242,7 @@ pub fn decode(p: &[u8]) -> Result<Reply, DecodeError> {
         domain: None,
     };
     let mut kind = None;
+    let mut ignored = Vec::new();
     let mut opts = &p[240..];
     while let Some((&code, rest)) = opts.split_first() {
         match code {
@@ -273,8 +276,17 @@ pub fn decode(p: &[u8]) -> Result<Reply, DecodeError> {
             OPT_LEASE => lease.lease_secs = be32(val)?,
             OPT_T1 => lease.t1_secs = be32(val)?,
             OPT_T2 => lease.t2_secs = be32(val)?,
-            OPT_HOSTNAME => lease.hostname = dns_name(val),
-            OPT_DOMAIN => lease.domain = dns_name(val),
+            OPT_HOSTNAME | OPT_DOMAIN => {
+                let name = dns_name(val);
+                if name.is_none() {
+                    ignored.push(format!("option {code} {:?} is not a DNS name", String::from_utf8_lossy(val)));
+                }
+                if code == OPT_HOSTNAME {
+                    lease.hostname = name;
+                } else {
+                    lease.domain = name;
+                }
+            }
             _ => {}
         }
     }
@@ -283,7 +295,7 @@ pub fn decode(p: &[u8]) -> Result<Reply, DecodeError> {
         return Err(DecodeError::BadAddr { kind, addr: lease.addr });
     }
     (lease.lease_secs, lease.t1_secs, lease.t2_secs) = lease_times(lease.lease_secs, lease.t1_secs, lease.t2_secs);
-    Ok(Reply { kind, xid, mac, lease })
+    Ok(Reply { kind, xid, mac, lease, ignored })
 }
 
 #[cfg(test)]

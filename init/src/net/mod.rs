@@ -305,6 +305,15 @@ fn hold_lease(rtnl: &mut Rtnl, link: &Link, client: &mut dhcp::Client, mut lease
             warn!("{e}");
             return;
         }
+        // A new address took the old route with it; otherwise a router the
+        // server no longer names is removed here (none from the command line).
+        let router_gone = what.route && !what.address && settings.gateway.is_none() && new.router.is_none();
+        if let (true, Some(old)) = (router_gone, lease.router) {
+            warn!("DHCP server no longer names a router on {}; default route via {old} removed", link.name);
+            if let Err(e) = rtnl.del_default_route(link.index, old) {
+                warn!("cannot remove the default route via {old}: {}", error_chain(&e));
+            }
+        }
         info!("DHCP lease renewed iface={} {}", link.name, describe(&new));
         lease = new;
     }
@@ -354,6 +363,8 @@ mod tests {
         assert_eq!(Changes::between(&old, &dhcp::Lease { lease_secs: 7200, ..lease() }), none);
         let router = dhcp::Lease { router: Some(Ipv4Addr::new(10, 0, 2, 1)), ..lease() };
         assert_eq!(Changes::between(&old, &router), Changes { route: true, ..none });
+        let no_router = dhcp::Lease { router: None, ..lease() };
+        assert_eq!(Changes::between(&old, &no_router), Changes { route: true, ..none });
         let dns = dhcp::Lease { dns: vec![Ipv4Addr::new(1, 1, 1, 1)], ..lease() };
         assert_eq!(Changes::between(&old, &dns), Changes { resolv: true, ..none });
         let domain = dhcp::Lease { domain: None, ..lease() };

@@ -11,6 +11,7 @@ const RTM_GETLINK: u16 = 18;
 const RTM_NEWADDR: u16 = 20;
 const RTM_DELADDR: u16 = 21;
 const RTM_NEWROUTE: u16 = 24;
+const RTM_DELROUTE: u16 = 25;
 const IFLA_ADDRESS: u16 = 1;
 const IFLA_IFNAME: u16 = 3;
 const IFA_ADDRESS: u16 = 1;
@@ -120,14 +121,25 @@ impl Rtnl {
 
     /// Sets the default route through `gateway` on link `index`.
     pub fn set_default_route(&mut self, index: u32, gateway: Ipv4Addr, dhcp: bool) -> Result<(), NetlinkError> {
+        let proto = if dhcp { RTPROT_DHCP } else { RTPROT_STATIC };
+        self.route_msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, index, gateway, proto)
+    }
+
+    /// Removes the default route through `gateway` on link `index` (a DHCP
+    /// server that stopped naming a router).
+    pub fn del_default_route(&mut self, index: u32, gateway: Ipv4Addr) -> Result<(), NetlinkError> {
+        self.route_msg(RTM_DELROUTE, 0, index, gateway, RTPROT_DHCP)
+    }
+
+    fn route_msg(&mut self, kind: u16, flags: u16, index: u32, gateway: Ipv4Addr, proto: u8) -> Result<(), NetlinkError> {
         let seq = self.sock.next_seq();
         let mut h = [0u8; 12];
         h[0] = libc::AF_INET as u8;
         h[4] = libc::RT_TABLE_MAIN;
-        h[5] = if dhcp { RTPROT_DHCP } else { RTPROT_STATIC };
+        h[5] = proto;
         h[6] = libc::RT_SCOPE_UNIVERSE;
         h[7] = libc::RTN_UNICAST;
-        let msg = MsgBuilder::new(RTM_NEWROUTE, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, seq)
+        let msg = MsgBuilder::new(kind, NLM_F_REQUEST | NLM_F_ACK | flags, seq)
             .header(&h)
             .attr(RTA_GATEWAY, &gateway.octets())
             .attr_u32(RTA_OIF, index)

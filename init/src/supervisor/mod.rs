@@ -391,6 +391,11 @@ impl Supervisor {
         self.procs.iter().all(|p| if p.spec.service { Self::up(p) } else { p.ever_started })
     }
 
+    /// Whether the service `name` is up; None if there is no such service.
+    pub fn is_up(&self, name: &str) -> Option<bool> {
+        self.index(name).map(|i| Self::up(&self.procs[i]))
+    }
+
     /// What keeps `ready` false, for the operator.
     pub fn not_ready(&self) -> Vec<String> {
         self.procs

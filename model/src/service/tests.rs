@@ -8,6 +8,7 @@ const FILE: &str = "/usr/lib/cairn/services/chrony.toml";
 const FULL: &str = r#"
 description = "NTP client"
 enabled = false
+gates_update = true
 rootfs = "/usr/lib/cairn/rootfs/chrony"
 command = ["/usr/sbin/chronyd", "-d", "-x"]
 env = { TZ = "UTC", PATH = "/usr/sbin" }
@@ -98,6 +99,7 @@ fn full_example() {
         name: "chrony".to_owned(),
         description: "NTP client".to_owned(),
         enabled: false,
+        gates_update: true,
         root: Root::Rootfs("/usr/lib/cairn/rootfs/chrony".to_owned()),
         command: strings(&["/usr/sbin/chronyd", "-d", "-x"]),
         env: BTreeMap::from([
@@ -174,6 +176,7 @@ fn minimal_gets_every_default() {
         name: "x".to_owned(),
         description: String::new(),
         enabled: true,
+        gates_update: false,
         root: Root::Rootfs("/r".to_owned()),
         command: strings(&["/bin/true"]),
         env: BTreeMap::from([("PATH".to_owned(), DEFAULT_PATH.to_owned())]),

@@ -7,7 +7,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpError {
@@ -97,6 +97,9 @@ impl Client {
                     return Err(DhcpError::Nak { server: reply.lease.server });
                 }
                 if reply.kind == want {
+                    for why in &reply.ignored {
+                        warn!("DHCP on {} from {}: {why}; left out", self.iface, reply.lease.server);
+                    }
                     return Ok(reply.lease);
                 }
             }

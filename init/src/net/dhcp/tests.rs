@@ -116,8 +116,9 @@ fn routers_and_name_servers_must_be_unicast() {
 #[test]
 fn a_domain_or_hostname_that_is_not_a_dns_name_is_dropped() {
     for bad in [&b"lan\nnameserver 6.6.6.6"[..], b"lan example", b"lan#x", b"-lan", b"a..b", b"", b"\0", b"caf\xc3\xa9"] {
-        let l = ack(&[(OPT_DOMAIN, bad), (OPT_HOSTNAME, bad)]).unwrap();
-        assert_eq!((l.domain, l.hostname), (None, None), "{:?}", String::from_utf8_lossy(bad));
+        let r = decode(&reply_with(5, 1, MAC, &[(OPT_DOMAIN, bad), (OPT_HOSTNAME, bad)])).unwrap();
+        assert_eq!((r.lease.domain, r.lease.hostname), (None, None), "{:?}", String::from_utf8_lossy(bad));
+        assert!(r.ignored[0].starts_with("option 15 ") && r.ignored[1].starts_with("option 12 "), "{:?}", r.ignored);
     }
     let l = ack(&[(OPT_DOMAIN, b"corp.example.\0"), (OPT_HOSTNAME, b"node-1")]).unwrap();
     assert_eq!((l.domain.as_deref(), l.hostname.as_deref()), (Some("corp.example"), Some("node-1")));
