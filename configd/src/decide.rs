@@ -7,8 +7,10 @@ use cairn_model::config::{self, MachineConfig};
 type Notes = Vec<(String, String)>;
 
 /// The config in force, its source and generation.
-pub fn decide(store: &Store, found: Option<Found>, notes: &mut Notes) -> Option<(MachineConfig, String, u64)> {
-    let stored = match store.current() {
+/// `stored` is what `store.current()` read: the caller needs it too, and
+/// STATE is read once.
+pub fn decide(store: &Store, stored: std::io::Result<Option<Stored>>, found: Option<Found>, notes: &mut Notes) -> Option<(MachineConfig, String, u64)> {
+    let stored = match stored {
         Ok(s) => s,
         Err(e) => {
             notes.push(("error".into(), format!("cannot read the machine config on STATE: {e}")));
@@ -98,9 +100,9 @@ mod tests {
     fn first_boot_keeps_the_source_and_later_boots_need_no_source() {
         let (s, d) = store("first");
         let mut notes = Vec::new();
-        let (c, src, g) = decide(&s, Some(found("version = 1\nhostname = \"a\"\n", Some("i-1"))), &mut notes).unwrap();
+        let (c, src, g) = decide(&s, s.current(), Some(found("version = 1\nhostname = \"a\"\n", Some("i-1"))), &mut notes).unwrap();
         assert_eq!((c.hostname.as_deref(), src.as_str(), g), (Some("a"), "nocloud", 1));
-        let (c, _, g) = decide(&s, None, &mut notes).unwrap();
+        let (c, _, g) = decide(&s, s.current(), None, &mut notes).unwrap();
         assert_eq!((c.hostname.as_deref(), g), (Some("a"), 1), "the source gone, STATE's config stays");
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -109,10 +111,10 @@ mod tests {
     fn a_new_instance_id_provisions_afresh_and_the_same_one_does_not() {
         let (s, d) = store("iid");
         let mut notes = Vec::new();
-        decide(&s, Some(found("version = 1\nhostname = \"a\"\n", Some("i-1"))), &mut notes).unwrap();
-        let (c, _, g) = decide(&s, Some(found("version = 1\nhostname = \"b\"\n", Some("i-1"))), &mut notes).unwrap();
+        decide(&s, s.current(), Some(found("version = 1\nhostname = \"a\"\n", Some("i-1"))), &mut notes).unwrap();
+        let (c, _, g) = decide(&s, s.current(), Some(found("version = 1\nhostname = \"b\"\n", Some("i-1"))), &mut notes).unwrap();
         assert_eq!((c.hostname.as_deref(), g), (Some("a"), 1));
-        let (c, _, g) = decide(&s, Some(found("version = 1\nhostname = \"b\"\n", Some("i-2"))), &mut notes).unwrap();
+        let (c, _, g) = decide(&s, s.current(), Some(found("version = 1\nhostname = \"b\"\n", Some("i-2"))), &mut notes).unwrap();
         assert_eq!((c.hostname.as_deref(), g), (Some("b"), 2));
         std::fs::remove_dir_all(&d).unwrap();
     }
@@ -121,11 +123,11 @@ mod tests {
     fn a_bad_config_is_never_applied_and_the_last_good_one_stays() {
         let (s, d) = store("bad");
         let mut notes = Vec::new();
-        assert!(decide(&s, Some(found("version = 1\nhostnme = \"a\"\n", None)), &mut notes).is_none());
+        assert!(decide(&s, s.current(), Some(found("version = 1\nhostnme = \"a\"\n", None)), &mut notes).is_none());
         assert!(notes.iter().any(|(_, m)| m.contains("hostnme: unknown key")), "{notes:?}");
         assert!(s.current().unwrap().is_none(), "nothing kept");
-        decide(&s, Some(found("version = 1\nhostname = \"good\"\n", Some("i-1"))), &mut notes).unwrap();
-        let (c, _, g) = decide(&s, Some(found("version = 1\nmtu = 3\n", Some("i-2"))), &mut notes).unwrap();
+        decide(&s, s.current(), Some(found("version = 1\nhostname = \"good\"\n", Some("i-1"))), &mut notes).unwrap();
+        let (c, _, g) = decide(&s, s.current(), Some(found("version = 1\nmtu = 3\n", Some("i-2"))), &mut notes).unwrap();
         assert_eq!((c.hostname.as_deref(), g), (Some("good"), 1), "a new instance's bad config keeps the last good one");
         std::fs::remove_dir_all(&d).unwrap();
     }

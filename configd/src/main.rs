@@ -74,12 +74,13 @@ fn boot(phase: Phase) -> Handoff {
     let mut notes = Vec::new();
     // After the first boot STATE is the truth; a metadata source is asked
     // only while there is none (its instance id is not checked on later boots).
-    let stored = store.current().ok().flatten().is_some();
-    let found = if stored && phase == Phase::Network { None } else { sources::first(phase, &cmdline, platform, &mut notes) };
+    let stored = store.current();
+    let have_stored = matches!(stored, Ok(Some(_)));
+    let found = if have_stored && phase == Phase::Network { None } else { sources::first(phase, &cmdline, platform, &mut notes) };
     for n in notes {
         h.logs.push(("warn".into(), format!("config source {n}")));
     }
-    let outcome = decide::decide(&store, found, &mut h.logs);
+    let outcome = decide::decide(&store, stored, found, &mut h.logs);
     match outcome {
         Some((config, source, generation)) => {
             h.config = format!("{source}:{generation}");

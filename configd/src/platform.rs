@@ -50,7 +50,7 @@ pub fn detect(dmi: &Dmi) -> &'static str {
 
 /// The override from the command line, if it names a known platform.
 pub fn from_cmdline(cmdline: &str) -> Result<Option<&'static str>, String> {
-    let Some(v) = cmdline.split_whitespace().rev().find_map(|w| w.strip_prefix("cairn.platform=")) else {
+    let Some(v) = crate::sources::url::value(cmdline, "cairn.platform") else {
         return Ok(None);
     };
     KNOWN.iter().find(|k| **k == v).map(|k| Some(*k)).ok_or_else(|| {

@@ -102,7 +102,7 @@ impl Store {
 
 /// Writes `bytes` to `path` through a flushed temporary file and a rename, so
 /// the file is either the old one or the new one, whole.
-fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
     f.write_all(bytes)?;

@@ -20,13 +20,14 @@ pub enum Answer {
     Unreachable(String),
 }
 
-fn agent() -> ureq::Agent {
+/// The loader's HTTP agent: no redirects, no proxy, `timeout` for a whole request.
+pub fn agent(timeout: Duration) -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .max_redirects(0)
         // Metadata servers are reached directly, never through a proxy.
         .proxy(None)
-        .timeout_global(Some(PER_TRY))
+        .timeout_global(Some(timeout))
         .user_agent("cairn-config")
         .build()
         .into()
@@ -34,7 +35,7 @@ fn agent() -> ureq::Agent {
 
 /// `method` (GET or PUT) `url` with these headers; a PUT sends no body.
 pub fn request(method: &str, url: &str, headers: &[(&str, &str)]) -> Answer {
-    let agent = agent();
+    let agent = agent(PER_TRY);
     let mut last = String::new();
     for (i, pause) in std::iter::once(&Duration::ZERO).chain(BACKOFF).enumerate() {
         std::thread::sleep(*pause);

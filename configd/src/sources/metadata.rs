@@ -120,13 +120,8 @@ pub fn azure_ready(at: &Endpoints) -> Result<(), String> {
         "<?xml version=\"1.0\" encoding=\"utf-8\"?><Health xmlns:xsi=\"http://www.w3.org/2001/XMLSchema-instance\" xmlns:xsd=\"http://www.w3.org/2001/XMLSchema\"><GoalStateIncarnation>{incarnation}</GoalStateIncarnation><Container><ContainerId>{container}</ContainerId><RoleInstanceList><Role><InstanceId>{instance}</InstanceId><Health><State>Ready</State></Health></Role></RoleInstanceList></Container></Health>"
     );
     let url = format!("{}/machine/?comp=health", at.wireserver);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .proxy(None)
-        .timeout_global(Some(std::time::Duration::from_secs(5)))
-        .build()
-        .into();
-    let resp = agent
+    // One try only: a report that may have arrived is not sent twice.
+    let resp = http::agent(std::time::Duration::from_secs(5))
         .post(&url)
         .header("x-ms-version", "2012-11-30")
         .header("x-ms-agent-name", "cairn")

@@ -6,7 +6,8 @@ use super::http::{self, Answer};
 use super::{check_user_data, failed, Found, SourceError};
 use sha2::{Digest, Sha256};
 
-fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
+/// The value of the last `key=value` word on the command line.
+pub fn value<'a>(cmdline: &'a str, key: &str) -> Option<&'a str> {
     cmdline.split_whitespace().rev().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
