@@ -4,7 +4,7 @@
 //! itself (containerd, the debug shell).
 
 use crate::cmdline::Settings;
-use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, verdict, watchdog};
+use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, timeline, verdict, watchdog};
 use crate::{Init, SIGNALS, VERSION};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -48,6 +48,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         (false, None) => "initramfs only",
     };
     info!("cairn-init {VERSION} {stage} kernel={release} entered_ms={entered_ms}");
+    timeline::mark_at(if stage2 { "stage2" } else { "stage1" }, entered_ms);
     for w in &warnings {
         warn!("{w}");
     }
@@ -60,6 +61,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         // Before the network and services: the config may name both.
         loaded = crate::config::load(&release, &cmdline, &mut settings);
         logger.set_level(settings.log_level);
+        timeline::mark("config");
     }
 
     // The network thread waits for its link to appear, so it starts before the
@@ -79,6 +81,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     let mut net_status = if net.is_none() { Some(net::Status::Failed("no network thread".into())) } else { None };
 
     load_modules(&release, &settings, &[BOOT_MODULES]);
+    timeline::mark("modules");
     let watchdog = match (settings.watchdog.is_zero(), watchdog_fd) {
         (true, _) => None,
         (false, Some(fd)) => watchdog::Watchdog::inherit(fd, settings.watchdog)
@@ -105,6 +108,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     let mut supervisor = supervisor::Supervisor::new();
     supervisor::set_runtime(&settings.runtime);
     let loaded = services::load(&settings.enable, &settings.disable, &settings.runtime);
+    timeline::mark("svcload");
     for spec in loaded.specs {
         supervisor.add(spec, now);
     }
@@ -113,6 +117,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         gate.services.push(spec.name.clone());
         supervisor.add(spec, now);
     }
+    timeline::mark("containerd_spec");
     let probes = match health_wake {
         Ok(wake) => Some(health::Probes::new(wake)),
         Err(e) => {
@@ -246,6 +251,7 @@ fn arm_watchdog(settings: &Settings) -> Option<watchdog::Watchdog> {
 /// reboots, which uses up one of the boot entry's tries.
 fn stage1(release: &str, settings: &Settings) -> ! {
     load_modules(release, settings, &[BOOT_MODULES, ROOT_MODULES]);
+    timeline::mark("stage1_modules");
     // Armed before the root is even found: a trial slot that hangs anywhere
     // from here on reboots and uses up a try. The bounded waits below pet
     // it, so a missing disk ends in the message naming what was seen, not in

@@ -64,6 +64,7 @@ pub fn load(release: &str, cmdline: &[u8], settings: &mut Settings) -> Loaded {
         return none;
     }
     crate::boot::load_module_names(release, &modules());
+    crate::timeline::mark("config_modules");
     match run_and_apply(&["boot"], cmdline, settings, &mut || {}) {
         Some(h) => Loaded { config: h.config, platform: h.platform, network: h.network },
         None => none,

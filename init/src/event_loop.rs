@@ -195,6 +195,9 @@ impl Init {
             if let net::Status::Failed(why) = &status {
                 warn!("network not configured: {why}");
             }
+            if self.net_status.is_none() {
+                crate::timeline::mark("net");
+            }
             // The first report ends the ready line's wait; a later success
             // (DHCP answered after a retry) still counts for the verdict.
             if self.net_status.is_none() || matches!(status, net::Status::Configured { .. }) {

@@ -25,6 +25,7 @@ mod services;
 mod shutdown;
 mod supervisor;
 mod sys;
+mod timeline;
 mod verdict;
 mod watchdog;
 
@@ -91,6 +92,7 @@ fn main() {
     unsafe { libc::mallopt(libc::M_ARENA_MAX, 1) };
     let logger = log::init(tracing::Level::INFO);
     let stage2 = args.iter().any(|a| a == "--stage2");
+    timeline::take_arg(&args);
     let watchdog_fd = args.iter().find_map(|a| a.strip_prefix(watchdog::FD_ARG)?.parse().ok());
     let mut init = boot::boot(logger, stage2, watchdog_fd);
     init.run()

@@ -14,7 +14,7 @@ use crate::cmdline::NetMode;
 use crate::{net, say, supervisor, sys, Init};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tracing::warn;
+use tracing::{info, warn};
 
 /// The updater's verdict on a boot: healthy blesses a trial entry, unhealthy
 /// gives it up; on every boot it also notices a trial that failed before.
@@ -127,6 +127,8 @@ impl Init {
             self.config
         );
         say(&line);
+        crate::timeline::mark("ready");
+        info!("{}", crate::timeline::line());
         if self.platform == "azure" {
             // Azure marks a VM failed that never reports ready; once per boot,
             // with the config applied and the services up.

@@ -10,6 +10,8 @@ struct Sample {
     guest_ms: f64,
     host_ms: f64,
     rss_kb: f64,
+    /// PID 1's boot timeline: each phase and when it ended (guest ms).
+    phases: Vec<(String, f64)>,
 }
 
 pub(crate) fn median(mut v: Vec<f64>) -> f64 {
@@ -24,10 +26,12 @@ pub(crate) fn median(mut v: Vec<f64>) -> f64 {
 fn boot_cairn(cfg: &Config) -> Result<Sample> {
     let mut m = Machine::start(cfg)?;
     let (line, at) = m.wait_for_timed("cairn-init: ready", Duration::from_secs(120))?;
+    let timeline = m.wait_for("boot timeline ms:", Duration::from_secs(30))?;
     let sample = Sample {
         guest_ms: field(&line, "boot_ms").context("no boot_ms")?.parse()?,
         host_ms: (at - m.started).as_secs_f64() * 1000.0,
         rss_kb: field(&line, "rss_kb").context("no rss_kb")?.parse()?,
+        phases: phases(&timeline),
     };
     m.press_power_button()?;
     m.wait_exit(Duration::from_secs(60))?;
@@ -42,9 +46,37 @@ fn boot_busybox(cfg: &Config) -> Result<Sample> {
         guest_ms: uptime * 1000.0,
         host_ms: (at - m.started).as_secs_f64() * 1000.0,
         rss_kb: field(&line, "rss_kb").context("no rss_kb")?.parse()?,
+        phases: Vec::new(),
     };
     m.wait_exit(Duration::from_secs(60))?;
     Ok(sample)
+}
+
+/// `... boot timeline ms: stage1=880 stage1_modules=1050 ...` as pairs.
+fn phases(line: &str) -> Vec<(String, f64)> {
+    let list = line.split("boot timeline ms:").nth(1).unwrap_or("");
+    list.split_whitespace()
+        .filter_map(|w| {
+            let (p, ms) = w.split_once('=')?;
+            Some((p.to_string(), ms.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The median end of each phase over the boots, in the first boot's order,
+/// and what each took after the one before it.
+fn print_timeline(name: &str, samples: &[Sample]) {
+    let Some(first) = samples.first() else { return };
+    println!("Boot timeline of {name}, medians over {} boots (guest ms since the kernel started, from PID 1's timeline line)", samples.len());
+    println!("| phase ended | at ms | took ms |");
+    println!("| --- | ---: | ---: |");
+    let mut before = 0.0;
+    for (phase, _) in &first.phases {
+        let at = median(samples.iter().filter_map(|s| s.phases.iter().find(|(p, _)| p == phase).map(|(_, ms)| *ms)).collect());
+        println!("| {phase} | {at:.0} | {:.0} |", at - before);
+        before = at;
+    }
+    println!();
 }
 
 fn file_size(path: &std::path::Path) -> Result<(u64, u64)> {
@@ -210,7 +242,31 @@ fn host_runtimes(runs: usize) -> Result<()> {
     Ok(())
 }
 
-pub fn run(runs: usize) -> Result<()> {
+/// What `bench` runs: everything, or one part (`--only boot|services`;
+/// `bench-update` runs the update part alone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    All,
+    Boot,
+    Services,
+}
+
+impl std::str::FromStr for Part {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Part> {
+        match s {
+            "boot" => Ok(Part::Boot),
+            "services" => Ok(Part::Services),
+            other => anyhow::bail!("--only takes boot or services, not {other:?}"),
+        }
+    }
+}
+
+pub fn run(runs: usize, part: Part) -> Result<()> {
+    if part == Part::Services {
+        return services(runs);
+    }
+
     let out = out_dir();
     let cairn = Config::from_out(&out, "initramfs.img")?;
     let cairn_uefi = Config::uefi(&out, "cairn.qcow2")?;
@@ -249,6 +305,10 @@ pub fn run(runs: usize) -> Result<()> {
     println!("guest boot_ms: CLOCK_BOOTTIME at the ready line (busybox: /proc/uptime, 10 ms steps);");
     println!("it starts with the kernel, so firmware and boot loader show only in the host column.");
     println!();
+    print_timeline(results[0].0, &results[0].1);
+    if part == Part::Boot {
+        return Ok(());
+    }
     services(runs)?;
     host_runtimes(runs)?;
     println!();

@@ -3,8 +3,9 @@
 //! `cairn-qemu bench-update [--runs N]`: only the update part of the benchmark.
 //! `cairn-qemu bench-rauc [--runs N]`: only its host part, RAUC beside the
 //! updater's install path and `dd`.
-//! `cairn-qemu bench [--runs N]`: boot time and memory, Cairn beside a bare
-//! busybox init on the same kernel and QEMU.
+//! `cairn-qemu bench [--runs N] [--only boot|services]`: boot time and
+//! memory, Cairn beside a bare busybox init on the same kernel and QEMU, with
+//! Cairn's boot timeline; service start; updates. `--only` runs one part.
 
 mod bench;
 mod bench_update;
@@ -28,10 +29,12 @@ fn run() -> Result<()> {
     let mut debug = false;
     let mut append = String::new();
     let mut runs = 5usize;
+    let mut part = bench::Part::All;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--debug" => debug = true,
             "--append" => append = args.next().context("--append needs a value")?,
+            "--only" => part = args.next().context("--only needs boot or services")?.parse()?,
             "--runs" => runs = args.next().context("--runs needs a number")?.parse().context("--runs needs a number")?,
             other => bail!("unknown option {other}"),
         }
@@ -55,10 +58,10 @@ fn run() -> Result<()> {
             eprintln!("cairn-qemu: QEMU exited ({st})");
             Ok(())
         }
-        "bench" => bench::run(runs),
+        "bench" => bench::run(runs, part),
         // One part alone: an update takes a minute or two under TCG.
         "bench-update" => bench_update::in_guest(runs).and_then(|()| bench_update::host_peers(3 * runs)),
         "bench-rauc" => bench_update::host_peers(runs),
-        _ => bail!("usage: cairn-qemu run [--debug] [--append ARGS] | bench [--runs N] | bench-update [--runs N] | bench-rauc [--runs N]"),
+        _ => bail!("usage: cairn-qemu run [--debug] [--append ARGS] | bench [--runs N] [--only boot|services] | bench-update [--runs N] | bench-rauc [--runs N]"),
     }
 }

@@ -170,6 +170,7 @@ fn try_run(settings: &Settings, verity: &Verity, stage2_args: &[String], tick: i
     let label = format!("ROOT-{}", settings.slot.unwrap_or('a').to_ascii_uppercase());
     let loader = booted::loader();
     let (part, by) = booted::wait_for_root(&label, &loader, verity, settings.root_timeout, tick)?;
+    crate::timeline::mark("root_found");
     let disk = part.disk.clone().unwrap_or_default();
     let how = match (&loader, by) {
         (booted::Loader::Partition(uuid), booted::By::Loader) => format!("the boot loader's partition {uuid} is on it"),
@@ -192,6 +193,7 @@ fn try_run(settings: &Settings, verity: &Verity, stage2_args: &[String], tick: i
         .map_err(|source| Stage1Error::Verity { dev: dev.clone(), source })?;
     mount("the root", &root_dev, SYSROOT, "erofs", libc::MS_RDONLY, "")?;
     info!("root {label} ({dev}) verified by dm-verity as {root_dev}, mounted read-only");
+    crate::timeline::mark("root_mounted");
     mount_state(&disk, state);
     if settings.debug_shell {
         carry_debug_tools();
@@ -211,7 +213,8 @@ fn try_run(settings: &Settings, verity: &Verity, stage2_args: &[String], tick: i
     crate::sys::mount(".", "/", "", libc::MS_MOVE, "").map_err(Stage1Error::SwitchRoot)?;
     crate::sys::chroot(".").map_err(Stage1Error::SwitchRoot)?;
     std::env::set_current_dir("/").map_err(Stage1Error::SwitchRoot)?;
-    let err = std::process::Command::new(STAGE2).args(stage2_args).exec();
+    crate::timeline::mark("switch_root");
+    let err = std::process::Command::new(STAGE2).args(stage2_args).arg(crate::timeline::arg()).exec();
     Err(Stage1Error::Exec(err))
 }
 

@@ -87,6 +87,7 @@ impl Supervisor {
             p.fails = 0;
             if p.health != Health::Healthy {
                 info!("{} is healthy ({detail})", p.spec.name);
+                crate::timeline::mark(&format!("healthy_{}", p.spec.name));
             }
             p.health = Health::Healthy;
             return;

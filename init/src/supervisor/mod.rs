@@ -269,6 +269,7 @@ impl Supervisor {
                 Ok(spawned) => {
                     reg.register(spawned.pid, Owner::Supervised(idx));
                     info!("started {} pid={}", p.spec.name, spawned.pid);
+                    crate::timeline::mark(&format!("start_{}", p.spec.name));
                     p.pid = Some(spawned.pid);
                     p.started = Some(now);
                     p.ever_started = true;
