@@ -15,6 +15,7 @@
 //! cairnctl [update] rollback [--no-reboot]  boot the other slot, if it holds a version
 //!                                    that was good; the version left is recorded as bad
 //! cairnctl config validate FILE [--output json]   check a machine config (offline)
+//! cairnctl config apply FILE | try FILE [--timeout 2m] | confirm | rollback | status [--output json]
 //! ```
 //!
 //! The protocol: one request line of tab-separated words; the answer starts
@@ -31,13 +32,15 @@ mod update;
 const SOCKET: &str = "/run/cairn/control.sock";
 /// cairn-init refuses longer request lines (newline included).
 const MAX_REQUEST: usize = 4096;
-/// How long cairn-init may take to start its answer.
-const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long cairn-init may take to start its answer. A config change runs
+/// the config loader (at most 25 s) and the service loader (at most 30 s).
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn usage() -> ! {
     eprintln!("usage: cairnctl list | logs NAME [-f] | restart NAME | exec NAME -- CMD [ARG]... | reboot | poweroff");
     eprintln!("       cairnctl update check | apply [--no-reboot] | status | set KEY=VALUE... | unmark VERSION | settle healthy|unhealthy REASON");
     eprintln!("       cairnctl [update] rollback [--no-reboot]");
+    eprintln!("       cairnctl config validate FILE [--output json] | apply FILE | try FILE [--timeout 2m] | confirm | rollback | status [--output json]");
     std::process::exit(2);
 }
 
@@ -106,7 +109,13 @@ fn control(words: &[String]) -> Result<()> {
     reader.get_ref().set_read_timeout(None)?;
     let first = first.trim_end();
     if let Some(err) = first.strip_prefix("error: ") {
-        bail!("{err}");
+        // An error may go on for more lines (every problem of a refused config).
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+        if rest.trim().is_empty() {
+            bail!("{err}");
+        }
+        bail!("{err}\n{}", rest.trim_end());
     }
     if first != "ok" {
         bail!("unexpected answer from cairn-init: {first}");

@@ -14,9 +14,16 @@
 //! the network (a URL, a metadata service) may have a config.
 //! `cairn-config azure-ready` reports the machine ready to Azure's WireServer.
 //! `cairn-config show` prints the generation in force.
+//!
+//! For `cairnctl config` on a running machine (cairn-init runs these and
+//! applies the answer, the same hand-off; see `live`):
+//! `cairn-config apply FILE`, `try FILE SECS`, `confirm`, `rollback`,
+//! `revert` (a try ran out) and `status [--json]`.
 
 mod apply;
 mod decide;
+mod live;
+mod pending;
 mod platform;
 mod sources;
 mod store;
@@ -40,6 +47,13 @@ fn main() {
             }
             println!("cairn-config: reported ready to Azure");
         }
+        Some("apply") | Some("try") | Some("confirm") | Some("rollback") | Some("revert") | Some("status") => match live_command(&args) {
+            Ok(h) => print!("{}", handoff::write(&h)),
+            Err(usage) => {
+                eprintln!("cairn-config: error: {usage}");
+                std::process::exit(2);
+            }
+        },
         Some("show") => match store::Store::new(Path::new(store::DIR)).current() {
             Ok(Some(s)) => {
                 println!("# generation {} from {}", s.generation, s.source);
@@ -52,14 +66,43 @@ fn main() {
             }
         },
         Some(other) => {
-            eprintln!("cairn-config: error: unknown command {other:?} (usage: cairn-config boot [--network] | azure-ready | show)");
+            eprintln!("cairn-config: error: unknown command {other:?} (usage: cairn-config boot [--network] | azure-ready | show | apply FILE | try FILE SECS | confirm | rollback | revert | status [--json])");
             std::process::exit(2);
         }
     }
 }
 
+fn read_cmdline() -> String {
+    String::from_utf8_lossy(&std::fs::read("/proc/cmdline").unwrap_or_default()).into_owned()
+}
+
+/// The live commands; Err is a usage error.
+fn live_command(args: &[String]) -> Result<Handoff, String> {
+    let cmdline = read_cmdline();
+    let pause = sources::url::value(&cmdline, "cairn.config.pause").map(str::to_string);
+    let store = store::Store::new(Path::new(store::DIR)).pausing_at(pause);
+    let paths = apply::Paths::real();
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    Ok(match words.as_slice() {
+        ["apply", file] => live::apply_file(&store, file, None, &paths),
+        ["try", file, secs] => {
+            let secs: u64 = secs.parse().map_err(|_| format!("try: {secs:?} is not a number of seconds"))?;
+            if !(live::TRY_MIN_SECS..=live::TRY_MAX_SECS).contains(&secs) {
+                return Err(format!("try: {secs} s is out of range ({} to {} s)", live::TRY_MIN_SECS, live::TRY_MAX_SECS));
+            }
+            live::apply_file(&store, file, Some(secs), &paths)
+        }
+        ["confirm"] => live::confirm(&store),
+        ["rollback"] => live::rollback(&store, &paths),
+        ["revert"] => live::revert(&store, &paths),
+        ["status"] => live::status(&store, false),
+        ["status", "--json"] => live::status(&store, true),
+        _ => return Err(format!("{:?}: usage: cairn-config apply FILE | try FILE SECS | confirm | rollback | revert | status [--json]", args.join(" "))),
+    })
+}
+
 fn boot(phase: Phase) -> Handoff {
-    let cmdline = String::from_utf8_lossy(&std::fs::read("/proc/cmdline").unwrap_or_default()).into_owned();
+    let cmdline = read_cmdline();
     let mut h = Handoff { config: "none".into(), ..Handoff::default() };
     let platform = match platform::from_cmdline(&cmdline) {
         Ok(Some(p)) => p,
@@ -71,6 +114,10 @@ fn boot(phase: Phase) -> Handoff {
     };
     h.platform = platform.to_string();
     let store = store::Store::new(Path::new(store::DIR));
+    // A try found after a reboot: this boot takes it once, or it ends.
+    if phase == Phase::Local {
+        live::resume_try(&store, &mut h);
+    }
     let mut notes = Vec::new();
     // After the first boot STATE is the truth; a metadata source is asked
     // only while there is none (its instance id is not checked on later boots).
@@ -88,12 +135,14 @@ fn boot(phase: Phase) -> Handoff {
             let (args, notes) = apply::apply(&config, &apply::Paths::real());
             h.args = args;
             h.logs.extend(notes);
+            live::note_booted(generation);
         }
         None if phase == Phase::Local && sources::network_worth_it(&cmdline, platform) => {
             h.network = true;
             h.logs.push(("info".into(), format!("no machine config yet (platform {platform}); the network sources follow once the first link is up")));
         }
         None => {
+            live::note_booted(0);
             let _ = std::fs::remove_dir_all(apply::SERVICES_DIR);
             h.logs.push((
                 "warn".into(),

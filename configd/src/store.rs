@@ -22,15 +22,31 @@ pub struct Stored {
     /// The source it came from (`fw_cfg`, `nocloud`, `apply`, ...).
     pub source: String,
     pub instance_id: Option<String>,
+    /// The generation that was in force when this one was kept (0: none),
+    /// where `rollback` goes back to.
+    pub previous: Option<u64>,
 }
 
 pub struct Store {
     dir: PathBuf,
+    /// Fault injection for the power-cut tests: stop at this step of a
+    /// commit (`toml`, `meta`, `current`) so the test can cut the power there.
+    pause: Option<String>,
 }
 
 impl Store {
     pub fn new(dir: &Path) -> Store {
-        Store { dir: dir.to_path_buf() }
+        Store { dir: dir.to_path_buf(), pause: None }
+    }
+
+    /// A store whose commits stop for a while at `step` (see `pause_at`).
+    pub fn pausing_at(mut self, step: Option<String>) -> Store {
+        self.pause = step;
+        self
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     fn gen_path(&self, n: u64, ext: &str) -> PathBuf {
@@ -67,28 +83,67 @@ impl Store {
         let meta = std::fs::read_to_string(self.gen_path(n, "meta")).ok()?;
         let text = std::fs::read_to_string(self.gen_path(n, "toml")).ok()?;
         let field = |k: &str| meta.lines().find_map(|l| l.strip_prefix(k)?.strip_prefix('=')).map(str::to_string);
-        Some(Stored { generation: n, text, source: field("source")?, instance_id: field("instance_id").filter(|s| !s.is_empty()) })
+        Some(Stored {
+            generation: n,
+            text,
+            source: field("source")?,
+            instance_id: field("instance_id").filter(|s| !s.is_empty()),
+            previous: field("previous").and_then(|p| p.parse().ok()),
+        })
     }
 
     /// Keeps a new generation and puts it in force; returns its number.
     pub fn commit(&self, text: &str, source: &str, instance_id: Option<&str>) -> std::io::Result<u64> {
         let gen_dir = self.dir.join("gen");
         std::fs::create_dir_all(&gen_dir)?;
-        let n = self.generations().last().copied().unwrap_or(0).max(self.named().unwrap_or(0)) + 1;
+        let n = self.next_number();
+        let previous = self.current().ok().flatten().map_or(0, |s| s.generation);
         let one_line = |s: &str| s.replace(['\n', '\r'], " ");
         write_durable(&self.gen_path(n, "toml"), text.as_bytes())?;
-        let meta = format!("source={}\ninstance_id={}\n", one_line(source), one_line(instance_id.unwrap_or("")));
+        self.pause_at("toml");
+        let meta = format!("source={}\ninstance_id={}\nprevious={previous}\n", one_line(source), one_line(instance_id.unwrap_or("")));
         // The .meta file marks the generation complete, so it goes second.
         write_durable(&self.gen_path(n, "meta"), meta.as_bytes())?;
         sync_dir(&gen_dir)?;
-        write_durable(&self.dir.join("current"), format!("{n}\n").as_bytes())?;
-        sync_dir(&self.dir)?;
+        self.pause_at("meta");
+        self.set_current(n)?;
+        self.pause_at("current");
         self.prune();
         Ok(n)
     }
 
+    /// The number the next commit takes.
+    pub fn next_number(&self) -> u64 {
+        self.generations().last().copied().unwrap_or(0).max(self.named().unwrap_or(0)) + 1
+    }
+
+    /// Puts generation `n` in force (0: none), durably, in one rename.
+    pub fn set_current(&self, n: u64) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        write_durable(&self.dir.join("current"), format!("{n}\n").as_bytes())?;
+        sync_dir(&self.dir)
+    }
+
+    /// The newest complete generation before `n`.
+    pub fn before(&self, n: u64) -> Option<u64> {
+        self.generations().into_iter().rev().find(|g| *g < n)
+    }
+
     fn named(&self) -> Option<u64> {
         std::fs::read_to_string(self.dir.join("current")).ok()?.trim().parse().ok()
+    }
+
+    /// The power-cut tests' pause: says so on the console and waits long
+    /// enough for the test to kill the machine (less than cairn-init's bound
+    /// on the loader, so a machine left alone goes on).
+    fn pause_at(&self, step: &str) {
+        if self.pause.as_deref() != Some(step) {
+            return;
+        }
+        let line = format!("cairn-config: paused at {step} (cairn.config.pause)");
+        eprintln!("{line}");
+        let _ = std::fs::write("/dev/kmsg", format!("{line}\n"));
+        std::thread::sleep(std::time::Duration::from_secs(15));
     }
 
     fn prune(&self) {
@@ -110,7 +165,7 @@ pub(crate) fn write_durable(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
@@ -162,6 +217,25 @@ mod tests {
         s.commit("version = 1\n", "apply", None).unwrap();
         std::fs::remove_file(s.gen_path(2, "toml")).unwrap();
         assert_eq!(s.current().unwrap().unwrap().generation, 1);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn current_moves_back_and_forth_and_new_generations_count_past_all() {
+        let d = tmp("back");
+        let s = Store::new(&d);
+        for _ in 0..3 {
+            s.commit("version = 1\n", "apply", None).unwrap();
+        }
+        assert_eq!(s.before(3), Some(2));
+        s.set_current(2).unwrap();
+        assert_eq!(s.current().unwrap().unwrap().generation, 2);
+        assert_eq!(s.commit("version = 1\n", "apply", None).unwrap(), 4, "history is kept: a rollback never reuses a number");
+        assert_eq!(s.load(4).unwrap().previous, Some(2), "4 came over 2, not over 3");
+        assert_eq!(s.load(1).unwrap().previous, Some(0));
+        s.set_current(0).unwrap();
+        assert_eq!(s.current().unwrap(), None, "0 is no config");
+        assert_eq!(s.before(1), None);
         std::fs::remove_dir_all(&d).unwrap();
     }
 

@@ -55,7 +55,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     if !stage2 && settings.slot.is_some() {
         stage1(&release, &settings);
     }
-    let mut loaded = crate::config::Loaded { config: "none".into(), platform: String::new(), network: false };
+    let mut loaded = crate::config::Loaded { config: "none".into(), platform: String::new(), network: false, try_secs: None };
     if stage2 {
         prepare_stage2(&mut mounted);
         // Before the network and services: the config may name both.
@@ -95,6 +95,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     }
     let config = loaded.config;
     let platform = loaded.platform;
+    let config_try = loaded.try_secs;
 
     let acpi = match power::AcpiListener::open() {
         Ok(l) => Some(l),
@@ -107,7 +108,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     let now = Instant::now();
     let mut supervisor = supervisor::Supervisor::new();
     supervisor::set_runtime(&settings.runtime);
-    let loaded = services::load(&settings.enable, &settings.disable, &settings.runtime);
+    let loaded = services::load(&settings.enable, &settings.disable, &settings.runtime, &mut || {});
     timeline::mark("svcload");
     for spec in loaded.specs {
         supervisor.add(spec, now);
@@ -171,6 +172,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         gate,
         config,
         platform,
+        config_try: config_try.map(|s| now + Duration::from_secs(s)),
     }
 }
 

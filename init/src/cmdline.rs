@@ -309,7 +309,7 @@ pub fn parse(cmdline: impl AsRef<[u8]>) -> (Settings, Vec<Warning>) {
                 Err(p) => bad(p, format!("{}", s.health_timeout.as_secs())),
             },
             // cairn-config's keys: the config loader reads them itself.
-            "config.url" | "config.sha256" | "platform" => {}
+            "config.url" | "config.sha256" | "config.pause" | "platform" => {}
             _ => warnings.push(Warning::UnknownKey { key: full }),
         }
     }

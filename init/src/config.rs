@@ -5,10 +5,8 @@
 
 use crate::cmdline::{self, Settings};
 use cairn_model::config::handoff;
-use std::io::Read;
-use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tracing::{error, info, warn};
 
 pub const LOADER: &str = "/usr/bin/cairn-config";
@@ -16,8 +14,6 @@ pub const LOADER: &str = "/usr/bin/cairn-config";
 /// about 15 s); this bounds it all the same, inside the watchdog, which is
 /// petted before and after.
 const LIMIT: Duration = Duration::from_secs(25);
-/// The most PID 1 reads of its answer.
-const MAX_ANSWER: usize = 64 * 1024;
 /// The settings a machine config may give; the rest stay the command line's.
 const CONFIG_KEYS: &[&str] = &["hostname", "ip", "gw", "dns", "iface", "enable", "disable", "modules", "log"];
 
@@ -54,19 +50,21 @@ pub struct Loaded {
     pub platform: String,
     /// Nothing found yet; try again once the first link is up.
     pub network: bool,
+    /// A `cairnctl config try` is on trial this boot: seconds to its revert.
+    pub try_secs: Option<u64>,
 }
 
 /// Runs the loader's first phase (local sources, STATE) and applies its
 /// settings under the command line's.
 pub fn load(release: &str, cmdline: &[u8], settings: &mut Settings) -> Loaded {
-    let none = Loaded { config: "none".into(), platform: String::new(), network: false };
+    let none = Loaded { config: "none".into(), platform: String::new(), network: false, try_secs: None };
     if !Path::new(LOADER).exists() {
         return none;
     }
     crate::boot::load_module_names(release, &modules());
     crate::timeline::mark("config_modules");
     match run_and_apply(&["boot"], cmdline, settings, &mut || {}) {
-        Some(h) => Loaded { config: h.config, platform: h.platform, network: h.network },
+        Some(h) => Loaded { config: h.config, platform: h.platform, network: h.network, try_secs: h.try_secs },
         None => none,
     }
 }
@@ -85,20 +83,26 @@ pub fn network_changed(before: &Settings, after: &Settings) -> bool {
 }
 
 fn run_and_apply(args: &[&str], cmdline: &[u8], settings: &mut Settings, pet: &mut dyn FnMut()) -> Option<handoff::Handoff> {
-    let text = match run_bounded(args, pet) {
-        Ok(t) => t,
+    let h = match run(args, pet) {
+        Ok(h) => h,
         Err(e) => {
             error!("machine config: {e}; running without one");
             return None;
         }
     };
-    let h = match handoff::read(&text) {
-        Ok(h) => h,
-        Err(e) => {
-            error!("machine config: {LOADER}'s answer is garbled ({e}); running without one");
-            return None;
-        }
-    };
+    *settings = settings_from(&h, cmdline);
+    Some(h)
+}
+
+/// Runs the loader with `args` and reads its hand-off.
+pub fn run(args: &[&str], pet: &mut dyn FnMut()) -> Result<handoff::Handoff, String> {
+    let text = crate::helper::run(LOADER, args, LIMIT, pet)?;
+    handoff::read(&text).map_err(|e| format!("{LOADER}'s answer is garbled ({e})"))
+}
+
+/// Logs what the loader said and returns the settings its answer gives,
+/// under the command line's.
+pub fn settings_from(h: &handoff::Handoff, cmdline: &[u8]) -> Settings {
     for (level, msg) in &h.logs {
         match level.as_str() {
             "error" => error!("{msg}"),
@@ -124,55 +128,7 @@ fn run_and_apply(args: &[&str], cmdline: &[u8], settings: &mut Settings, pet: &m
     }
     // The command line comes last, so what it says wins.
     config_line.extend_from_slice(cmdline);
-    let (merged, _) = cmdline::parse(&config_line);
-    *settings = merged;
-    Some(h)
-}
-
-/// The loader's stdout, waited for at most LIMIT; killed past it. `pet`
-/// runs at least once a second meanwhile (the watchdog).
-fn run_bounded(args: &[&str], pet: &mut dyn FnMut()) -> Result<String, String> {
-    let mut child = crate::sys::command(LOADER)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::inherit())
-        .spawn()
-        .map_err(|e| format!("cannot run {LOADER}: {e}"))?;
-    let Some(mut out) = child.stdout.take() else {
-        return Err("no pipe from the loader".into());
-    };
-    let deadline = Instant::now() + LIMIT;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let outcome = loop {
-        pet();
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break Err(format!("{LOADER} did not answer within {} s", LIMIT.as_secs()));
-        }
-        match crate::sys::poll_readable(&[out.as_raw_fd()], Some(left.min(Duration::from_secs(1)))) {
-            Ok(r) if r.first() == Some(&true) => match out.read(&mut chunk) {
-                Ok(0) => break Ok(()),
-                Ok(n) if buf.len() + n <= MAX_ANSWER => buf.extend_from_slice(&chunk[..n]),
-                Ok(_) => break Err(format!("{LOADER}'s answer is larger than {MAX_ANSWER} bytes")),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Err(format!("reading {LOADER}'s answer: {e}")),
-            },
-            Ok(_) => {}
-            Err(e) => break Err(format!("waiting for {LOADER}: {e}")),
-        }
-    };
-    if outcome.is_err() {
-        let _ = child.kill();
-    }
-    // The reaper is not running yet: this waits for the loader's pid only.
-    let status = child.wait().map_err(|e| format!("waiting for {LOADER}: {e}"))?;
-    outcome?;
-    if !status.success() {
-        return Err(format!("{LOADER} failed ({status})"));
-    }
-    String::from_utf8(buf).map_err(|_| format!("{LOADER}'s answer is not UTF-8"))
+    cmdline::parse(&config_line).0
 }
 
 #[cfg(test)]

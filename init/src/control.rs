@@ -39,6 +39,9 @@ pub enum Request {
     Exec(String, Vec<String>),
     Reboot,
     PowerOff,
+    /// `cairnctl config ...`: the config loader's arguments (`apply FILE`,
+    /// `try FILE SECS`, `confirm`, `rollback`, `status [--json]`).
+    Config(Vec<String>),
 }
 
 pub fn parse(line: &str) -> Result<Request, String> {
@@ -53,6 +56,12 @@ pub fn parse(line: &str) -> Result<Request, String> {
         }
         ["reboot"] => Request::Reboot,
         ["poweroff"] => Request::PowerOff,
+        ["config", "apply", file] if file.starts_with('/') => Request::Config(vec!["apply".into(), file.to_string()]),
+        ["config", "try", file, secs] if file.starts_with('/') && secs.parse::<u64>().is_ok() => {
+            Request::Config(vec!["try".into(), file.to_string(), secs.to_string()])
+        }
+        ["config", verb @ ("confirm" | "rollback" | "status")] => Request::Config(vec![verb.to_string()]),
+        ["config", "status", "json"] => Request::Config(vec!["status".into(), "--json".into()]),
         _ => return Err(format!("unknown request {:?}", line.trim_end())),
     })
 }
@@ -363,6 +372,13 @@ mod tests {
         assert_eq!(parse("exec\tadmin\tps\t-o\tpid"), Ok(Request::Exec("admin".into(), vec!["ps".into(), "-o".into(), "pid".into()])));
         assert_eq!(parse("reboot"), Ok(Request::Reboot));
         assert_eq!(parse("poweroff"), Ok(Request::PowerOff));
+        assert_eq!(parse("config\tapply\t/run/a.toml"), Ok(Request::Config(vec!["apply".into(), "/run/a.toml".into()])));
+        assert_eq!(parse("config\ttry\t/a\t120"), Ok(Request::Config(vec!["try".into(), "/a".into(), "120".into()])));
+        assert_eq!(parse("config\tstatus\tjson"), Ok(Request::Config(vec!["status".into(), "--json".into()])));
+        assert_eq!(parse("config\tconfirm"), Ok(Request::Config(vec!["confirm".into()])));
+        assert!(parse("config\tapply\trelative.toml").is_err(), "the loader does not share cairnctl's directory");
+        assert!(parse("config\ttry\t/a\t2m").is_err());
+        assert!(parse("config\tboot").is_err(), "only the live verbs");
         assert!(parse("exec\tadmin").is_err());
         assert_eq!(parse("format\tdisk").unwrap_err(), "unknown request \"format\\tdisk\"");
     }

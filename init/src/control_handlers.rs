@@ -23,7 +23,7 @@ impl Init {
         }
     }
 
-    fn answer(&mut self, id: ConnId, result: Result<String, String>, now: Instant) {
+    pub(crate) fn answer(&mut self, id: ConnId, result: Result<String, String>, now: Instant) {
         if let Some(c) = self.control.as_mut() {
             c.answer(id, result, now);
         }
@@ -58,6 +58,7 @@ impl Init {
                 self.answer(id, Ok("powering off\n".into()), now);
                 self.shutdown(Action::PowerOff, "cairnctl poweroff");
             }
+            Request::Config(args) => self.on_config(id, &args, now),
         }
     }
 

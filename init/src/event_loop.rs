@@ -37,6 +37,7 @@ impl Init {
             }
             self.maybe_ready();
             self.maybe_verdict();
+            self.maybe_config_revert(now);
             if let Some(w) = &mut self.watchdog {
                 w.pet();
             }
@@ -49,6 +50,9 @@ impl Init {
             if !self.verdict {
                 let limit = self.boot_started + self.settings.health_timeout;
                 deadline = Some(deadline.map_or(limit, |d| d.min(limit)));
+            }
+            if let Some(t) = self.config_try {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
             }
             if let Some(t) = self.control.as_ref().and_then(|c| c.next_deadline()) {
                 deadline = Some(deadline.map_or(t, |d| d.min(t)));

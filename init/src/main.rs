@@ -9,11 +9,13 @@
 mod boot;
 mod cmdline;
 mod config;
+mod config_live;
 mod control;
 mod control_handlers;
 mod disk;
 mod event_loop;
 mod health;
+mod helper;
 mod logs;
 mod log;
 mod modules;
@@ -73,6 +75,9 @@ struct Init {
     config: String,
     /// The platform the config loader detected; Azure wants a ready report.
     platform: String,
+    /// When the machine config on trial (`cairnctl config try`) reverts
+    /// unless confirmed.
+    config_try: Option<Instant>,
 }
 
 fn main() {

@@ -6,6 +6,8 @@ use crate::supervisor::{Backoff, Spec};
 use cairn_model::wire;
 
 pub const SVCLOAD: &str = "/usr/bin/cairn-svcload";
+/// It reads a few files and writes a bundle per service: seconds at most.
+const LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 fn to_spec(u: wire::Unit) -> Spec {
     Spec {
@@ -34,8 +36,9 @@ pub struct Loaded {
 }
 
 /// Runs the loader and takes its answer. No loader (the initramfs-only
-/// development mode) means no services, and no trial could pass.
-pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Loaded {
+/// development mode) means no services, and no trial could pass. `pet`
+/// runs while it waits (the watchdog).
+pub fn load(enable: &[String], disable: &[String], runtime: &str, pet: &mut dyn FnMut()) -> Loaded {
     if !std::path::Path::new(SVCLOAD).exists() {
         return Loaded { failed: Some(format!("{SVCLOAD} is missing")), ..Loaded::default() };
     }
@@ -43,22 +46,12 @@ pub fn load(enable: &[String], disable: &[String], runtime: &str) -> Loaded {
         tracing::error!("{why}; no services");
         Loaded { failed: Some(why), ..Loaded::default() }
     };
-    let out = crate::sys::command(SVCLOAD)
-        .arg(enable.join(","))
-        .arg(disable.join(","))
-        .arg(runtime)
-        .stdin(std::process::Stdio::null())
-        .stderr(std::process::Stdio::inherit())
-        .output();
-    // output() waits for this one pid; the reaper is not running yet.
-    let out = match out {
+    let (enable, disable) = (enable.join(","), disable.join(","));
+    let out = match crate::helper::run(SVCLOAD, &[&enable, &disable, runtime], LIMIT, pet) {
         Ok(o) => o,
-        Err(e) => return failed(format!("cannot run {SVCLOAD}: {e}")),
+        Err(e) => return failed(e),
     };
-    if !out.status.success() {
-        return failed(format!("{SVCLOAD} failed ({})", out.status));
-    }
-    let answer = wire::read(&String::from_utf8_lossy(&out.stdout));
+    let answer = wire::read(&out);
     for (level, msg) in &answer.logs {
         match level.as_str() {
             "error" => tracing::error!("{msg}"),

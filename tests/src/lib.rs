@@ -1,1 +1,53 @@
-//! End-to-end tests live in `tests/`; this crate has no library code.
+//! End-to-end tests live in `tests/`; this crate holds what several of them
+//! share on top of `cairn-qemu`: booting the debug image with a config,
+//! powering off, reading the service table, putting a file on the guest.
+
+use cairn_qemu::{out_dir, Config, Machine};
+use std::path::Path;
+use std::time::Duration;
+
+pub const BOOT: Duration = Duration::from_secs(240);
+pub const EXIT: Duration = Duration::from_secs(90);
+
+/// The debug image (direct boot, debug shell) on `disk`, with more QEMU arguments.
+pub fn machine(disk: &Path, extra: &[String]) -> Config {
+    let mut cfg = Config::from_out(&out_dir(), "initramfs-debug.img").expect("make image ran").with_debug_shell().with_disk_file(disk);
+    cfg.extra_args.extend(extra.iter().cloned());
+    cfg
+}
+
+/// QEMU arguments that hand `file` to the guest as fw_cfg `opt/org.cairn/config`.
+pub fn fw_cfg(file: &Path) -> Vec<String> {
+    vec!["-fw_cfg".into(), format!("name=opt/org.cairn/config,file={}", file.display())]
+}
+
+/// Starts the machine and waits for its ready line.
+pub fn boot(cfg: &Config) -> (Machine, String) {
+    let mut m = Machine::start(cfg).expect("QEMU starts");
+    let ready = m.wait_for("cairn-init: ready", BOOT).expect("the ready line");
+    (m, ready)
+}
+
+/// The power button, a clean shutdown, QEMU gone.
+pub fn power_off(mut m: Machine) {
+    m.press_power_button().expect("power button");
+    m.wait_for("clean shutdown complete", EXIT).expect("clean shutdown");
+    m.wait_exit(EXIT).expect("QEMU exits");
+}
+
+/// A service's state in `cairnctl list`, or why it is not there.
+pub fn service_state(m: &mut Machine, name: &str) -> String {
+    let list = m.sh_ok("cairnctl list").unwrap_or_else(|e| panic!("cairnctl list: {e}"));
+    list.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        .unwrap_or_else(|| format!("absent from:\n{list}"))
+}
+
+/// Writes `text` to `path` on the guest through the debug shell. The text
+/// may not hold a single quote.
+pub fn put_file(m: &mut Machine, path: &str, text: &str) {
+    assert!(!text.contains('\''), "put_file cannot carry a single quote");
+    let lines: Vec<String> = text.lines().map(|l| format!("'{l}'")).collect();
+    m.sh_ok(&format!("printf '%s\\n' {} > {path}", lines.join(" "))).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+}

@@ -4,13 +4,11 @@
 //! for a new instance id, and a bad config is refused whole, every mistake
 //! named, with the last good one kept.
 
-use cairn_qemu::{field, make_overlay, out_dir, Config, Machine, Scratch};
+use cairn_qemu::{field, make_overlay, out_dir, Machine, Scratch};
+use cairn_tests::{boot, fw_cfg, machine, power_off, service_state, BOOT};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
-
-const BOOT: Duration = Duration::from_secs(240);
-const EXIT: Duration = Duration::from_secs(90);
 
 const NODE7: &str = r#"version = 1
 hostname = "node-7"
@@ -30,16 +28,6 @@ command = ["/bin/sh", "-c", "echo hello from the config; exec sleep 2147483647"]
 signal = "SIGKILL"
 timeout_s = 2
 "#;
-
-fn machine(disk: &Path, extra: &[String]) -> Config {
-    let mut cfg = Config::from_out(&out_dir(), "initramfs-debug.img").expect("make image ran").with_debug_shell().with_disk_file(disk);
-    cfg.extra_args.extend(extra.iter().cloned());
-    cfg
-}
-
-fn fw_cfg(file: &Path) -> Vec<String> {
-    vec!["-fw_cfg".into(), format!("name=opt/org.cairn/config,file={}", file.display())]
-}
 
 fn config_disk(file: &Path, id: &str) -> Vec<String> {
     vec![
@@ -76,23 +64,6 @@ fn iso_cidata(dir: &Scratch, name: &str, user_data: &str, instance: &str) -> std
     let iso = dir.path(&format!("{name}.iso"));
     run(Command::new("genisoimage").args(["-quiet", "-volid", "cidata", "-joliet", "-rock", "-output"]).arg(&iso).arg(&tree));
     iso
-}
-
-fn boot(cfg: &Config) -> (Machine, String) {
-    let mut m = Machine::start(cfg).expect("QEMU starts");
-    let ready = m.wait_for("cairn-init: ready", BOOT).expect("the ready line");
-    (m, ready)
-}
-
-fn power_off(mut m: Machine) {
-    m.press_power_button().expect("power button");
-    m.wait_for("clean shutdown complete", EXIT).expect("clean shutdown");
-    m.wait_exit(EXIT).expect("QEMU exits");
-}
-
-fn service_state(m: &mut Machine, name: &str) -> String {
-    let list = m.sh_ok("cairnctl list").unwrap();
-    list.lines().find(|l| l.split_whitespace().next() == Some(name)).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()).unwrap_or_else(|| format!("absent from:\n{list}"))
 }
 
 #[test]

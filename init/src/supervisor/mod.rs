@@ -13,6 +13,7 @@
 //! unit-tested with a fake.
 
 mod health;
+mod reconcile;
 mod runtime;
 mod stop;
 #[cfg(test)]
@@ -35,7 +36,7 @@ use stop::KILL_GRACE;
 pub use cairn_model::wire::{Check, Condition, HealthSpec, RestartPolicy};
 
 /// What to run and how to stop it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Spec {
     pub name: String,
     pub argv: Vec<String>,
@@ -79,7 +80,7 @@ impl Spec {
 
 /// Restart delays: `base` doubled on every quick exit, at most `cap`; a process
 /// that stayed up `stable_after` starts again from `base`.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backoff {
     pub base: Duration,
     pub cap: Duration,
@@ -146,6 +147,11 @@ struct Proc {
     stopping: Option<Stopping>,
     calls: Vec<Call>,
     out: Vec<(OwnedFd, u8)>,
+    /// Taken out of the service set by a config change: stopped, never
+    /// started again unless a later change brings it back.
+    retired: bool,
+    /// The spec it starts with once its current run is down (a config change).
+    next_spec: Option<Spec>,
 }
 
 impl Proc {
@@ -225,6 +231,8 @@ impl Supervisor {
             stopping: None,
             calls: Vec::new(),
             out: Vec::new(),
+            retired: false,
+            next_spec: None,
         });
     }
 
@@ -261,7 +269,7 @@ impl Supervisor {
         }
         for idx in 0..self.procs.len() {
             let p = &self.procs[idx];
-            if p.pid.is_some() || p.deleting() || p.next_start.is_none_or(|t| t > now) || self.deps_met(idx).is_err() {
+            if p.pid.is_some() || p.retired || p.deleting() || p.next_start.is_none_or(|t| t > now) || self.deps_met(idx).is_err() {
                 continue;
             }
             let p = &mut self.procs[idx];
@@ -322,6 +330,11 @@ impl Supervisor {
             p.calls.push(Call { pid, what: CallKind::Delete, deadline: now + RUNTIME_DEADLINE, killed: false });
         }
         let ran = p.started.map_or(Duration::ZERO, |s| now.saturating_duration_since(s));
+        if let Some(next) = p.next_spec.take() {
+            // Its container is deleted under the old spec's id (above).
+            p.health = if next.health.is_some() { Health::Starting } else { Health::NoCheck };
+            p.spec = next;
+        }
         if let Some(stop) = p.stopping.take() {
             info!("stopped {} pid={} {}", p.spec.name, exit.pid, exit.status);
             if stop.restart && !shutting_down {
@@ -330,8 +343,8 @@ impl Supervisor {
             }
             return;
         }
-        if shutting_down {
-            info!("{} pid={} {} during shutdown", p.spec.name, exit.pid, exit.status);
+        if shutting_down || p.retired {
+            info!("{} pid={} {} ({})", p.spec.name, exit.pid, exit.status, if shutting_down { "during shutdown" } else { "taken out of the service set" });
             return;
         }
         let failed = exit.status != ExitStatus::Code(0);
@@ -389,7 +402,7 @@ impl Supervisor {
 
     /// True once every service is up (and every helper has started).
     pub fn ready(&self) -> bool {
-        self.procs.iter().all(|p| if p.spec.service { Self::up(p) } else { p.ever_started })
+        self.procs.iter().filter(|p| !p.retired).all(|p| if p.spec.service { Self::up(p) } else { p.ever_started })
     }
 
     /// Whether the service `name` is up; None if there is no such service.
@@ -402,7 +415,7 @@ impl Supervisor {
         self.procs
             .iter()
             .enumerate()
-            .filter(|(_, p)| p.spec.service && !Self::up(p))
+            .filter(|(_, p)| p.spec.service && !p.retired && !Self::up(p))
             .map(|(i, p)| match (p.pid, self.deps_met(i)) {
                 (None, Err(w)) => format!("{} (waiting for {w})", p.spec.name),
                 (None, Ok(())) => format!("{} (not running; last exit {})", p.spec.name, p.last_exit.map_or("none".into(), |s| s.to_string())),
@@ -423,6 +436,7 @@ impl Supervisor {
                 let state = match (p.pid, &p.next_start) {
                     (Some(_), _) if p.stopping.is_some() => "stopping".to_string(),
                     (Some(_), _) => "running".to_string(),
+                    (None, _) if p.retired => "disabled".into(),
                     (None, Some(_)) if self.deps_met(i).is_err() => "waiting".into(),
                     (None, Some(_)) if p.ever_started => "restarting".into(),
                     (None, Some(_)) => "starting".into(),

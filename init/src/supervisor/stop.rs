@@ -63,7 +63,7 @@ impl Supervisor {
     }
 
     /// Sends the stop signal and sets the deadline for SIGKILL.
-    fn begin_stop(&mut self, idx: usize, now: Instant, restart: bool, sp: &mut dyn Spawn, reg: &mut Registry) {
+    pub(super) fn begin_stop(&mut self, idx: usize, now: Instant, restart: bool, sp: &mut dyn Spawn, reg: &mut Registry) {
         let p = &mut self.procs[idx];
         let Some(pid) = p.pid else { return };
         if let Some(s) = &mut p.stopping {
@@ -127,6 +127,9 @@ impl Supervisor {
             return Err("shutting down".into());
         }
         let idx = self.index(name).ok_or_else(|| format!("no service named {name}"))?;
+        if self.procs[idx].retired {
+            return Err(format!("{name} is disabled by the machine config"));
+        }
         self.procs[idx].restarts += 1;
         if self.procs[idx].pid.is_some() {
             self.begin_stop(idx, now, true, sp, reg);

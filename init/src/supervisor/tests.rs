@@ -430,3 +430,44 @@ fn stop_all_takes_over_a_restart_in_progress() {
     assert_eq!(fake.started, ["a"]);
     assert_eq!(sup.running(), 0);
 }
+
+#[test]
+fn a_new_service_set_starts_stops_and_restarts_only_what_changed() {
+    let t0 = Instant::now();
+    let mut sup = Supervisor::new();
+    let mut reg = Registry::default();
+    let mut fake = Fake { next_pid: 100, ..Default::default() };
+    for n in ["keep", "gone", "edit"] {
+        sup.add(container(n), t0);
+    }
+    sup.add(spec("containerd"), t0);
+    sup.start_due(t0, &mut fake, &mut reg);
+    assert_eq!(sup.running(), 4);
+
+    let edited = Spec { argv: vec!["/bin/other".into()], ..container("edit") };
+    let ch = sup.reconcile(vec![container("keep"), edited.clone(), container("new")], &[], t0, &mut fake, &mut reg);
+    assert_eq!(ch, reconcile::Changes { started: vec!["new".into()], stopped: vec!["gone".into()], restarted: vec!["edit".into()] });
+    assert_eq!(fake.signals, [("gone".to_string(), libc::SIGTERM), ("edit".to_string(), libc::SIGTERM)], "keep and containerd untouched");
+    // Both go down; the container deletes finish; the edited one starts with its new spec.
+    for (name, pid) in [("gone", 102), ("edit", 103)] {
+        let e = exit(&mut reg, pid, ExitStatus::Signal(libc::SIGTERM));
+        sup.on_exit(e, t0, &mut fake, &mut reg);
+        assert!(fake.calls.iter().any(|(_, w)| w == &format!("delete {name}")));
+    }
+    for (pid, _) in fake.calls.clone().iter().filter(|(_, w)| w.starts_with("delete")) {
+        let e = exit(&mut reg, *pid, ExitStatus::Code(0));
+        sup.on_exit(e, t0, &mut fake, &mut reg);
+    }
+    sup.start_due(t0, &mut fake, &mut reg);
+    assert_eq!(fake.started, ["keep", "gone", "edit", "containerd", "edit", "new"]);
+    assert_eq!(sup.procs[2].spec, edited);
+    assert_eq!(state(&sup, "gone", t0).0, "disabled");
+    assert!(sup.restart("gone", t0, &mut fake, &mut reg).is_err());
+    assert!(!sup.not_ready().iter().any(|n| n.starts_with("gone")), "a retired service keeps nothing from being ready");
+
+    // It comes back, and a service named to restart restarts with the same spec.
+    let ch = sup.reconcile(vec![container("keep"), edited, container("new"), container("gone")], &["keep".into()], t0, &mut fake, &mut reg);
+    assert_eq!((ch.started, ch.restarted, ch.stopped), (vec!["gone".to_string()], vec!["keep".to_string()], vec![]));
+    sup.start_due(t0, &mut fake, &mut reg);
+    assert_eq!(fake.started.last().map(String::as_str), Some("gone"));
+}

@@ -8,6 +8,12 @@
 //! network wanted                  nothing found yet; ask again once the link is up
 //! arg cairn.hostname=node-7       settings, as kernel command line words
 //! log warn network.vlans: ...     lines for PID 1 to log at that level
+//! try 120                         a try is pending: revert unless confirmed in 120 s
+//! restart hello                   a service whose spec changed: restart it
+//! network changed                 the network section changed (for the network daemon)
+//! reboot network                  what changed but applies only at the next boot
+//! say generation 3 in force       a line for the operator who asked (`cairnctl config`)
+//! refused                         the request was refused; nothing changed
 //! ```
 //!
 //! The settings are kernel command line words so PID 1 reads them with the
@@ -29,6 +35,18 @@ pub struct Handoff {
     pub args: Vec<String>,
     /// (level, message) pairs: `error`, `warn` or `info`.
     pub logs: Vec<(String, String)>,
+    /// A `try` is pending: the seconds left before it reverts by itself.
+    pub try_secs: Option<u64>,
+    /// Services whose spec changed and must restart to take it.
+    pub restart: Vec<String>,
+    /// The network section changed (the network daemon's hook).
+    pub network_changed: bool,
+    /// What changed but takes effect only at the next boot.
+    pub reboot: Vec<String>,
+    /// Lines for the operator who asked.
+    pub say: Vec<String>,
+    /// The request was refused and nothing changed.
+    pub refused: bool,
 }
 
 /// The text of a hand-off. Arguments with white space and newlines in log
@@ -51,6 +69,24 @@ pub fn write(h: &Handoff) -> String {
     for (level, msg) in &h.logs {
         out.push_str(&format!("log {} {}\n", one_line(level), one_line(msg)));
     }
+    if let Some(s) = h.try_secs {
+        out.push_str(&format!("try {s}\n"));
+    }
+    for r in &h.restart {
+        out.push_str(&format!("restart {}\n", one_line(r)));
+    }
+    if h.network_changed {
+        out.push_str("network changed\n");
+    }
+    for r in &h.reboot {
+        out.push_str(&format!("reboot {}\n", one_line(r)));
+    }
+    for l in &h.say {
+        out.push_str(&format!("say {}\n", one_line(l)));
+    }
+    if h.refused {
+        out.push_str("refused\n");
+    }
     out
 }
 
@@ -71,6 +107,12 @@ pub fn read(text: &str) -> Result<Handoff, String> {
             "config" if !rest.is_empty() => h.config = rest.to_string(),
             "platform" => h.platform = rest.to_string(),
             "network" if rest == "wanted" => h.network = true,
+            "network" if rest == "changed" => h.network_changed = true,
+            "try" if rest.parse::<u64>().is_ok() => h.try_secs = rest.parse().ok(),
+            "restart" if !rest.is_empty() => h.restart.push(rest.to_string()),
+            "reboot" if !rest.is_empty() => h.reboot.push(rest.to_string()),
+            "say" => h.say.push(rest.to_string()),
+            "refused" if rest.is_empty() => h.refused = true,
             "arg" if rest.starts_with("cairn.") && !rest.contains(' ') => h.args.push(rest.to_string()),
             "log" => {
                 let (level, msg) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -94,12 +136,22 @@ mod tests {
             network: true,
             args: vec!["cairn.hostname=node-7".into(), "cairn.ip=10.0.2.77/24".into()],
             logs: vec![("warn".into(), "two\nlines".into())],
+            try_secs: Some(120),
+            restart: vec!["hello".into()],
+            network_changed: true,
+            reboot: vec!["network".into(), "modules".into()],
+            say: vec!["generation 3 in force".into(), String::new()],
+            refused: true,
         };
         let back = read(&write(&h)).unwrap();
         assert_eq!(back.config, "fw_cfg:3");
         assert_eq!((back.platform.as_str(), back.network), ("ec2", true));
         assert_eq!(back.args, h.args);
         assert_eq!(back.logs, [("warn".to_string(), "two lines".to_string())]);
+        assert_eq!((back.try_secs, back.network_changed, back.refused), (Some(120), true, true));
+        assert_eq!((back.restart, back.reboot, back.say), (h.restart, h.reboot, h.say));
+        let plain = read(&write(&Handoff { config: "none".into(), ..Handoff::default() })).unwrap();
+        assert_eq!((plain.try_secs, plain.network_changed, plain.refused), (None, false, false));
     }
 
     #[test]
