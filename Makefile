@@ -14,9 +14,12 @@ CTL_BIN := target/$(TARGET)/release/cairnctl
 CTL_FAULT_BIN := build/cairnctl-fault-injection
 SVCLOAD_BIN := target/$(TARGET)/release/cairn-svcload
 CONFIG_BIN := target/$(TARGET)/release/cairn-config
-# The embedded default configuration: serial console, quiet kernel, reboot 5 s
-# after a kernel panic, and LSMs picked so AppArmor stays off (Docker needs it so).
-CMDLINE := console=ttyS0 quiet panic=5 lsm=landlock,lockdown,yama,integrity,bpf
+# The embedded default configuration, one for every platform: the graphical
+# console and the serial one (the last console= is /dev/console, which the
+# tests read), NVMe without an I/O timeout (AWS detaches EBS volumes slowly;
+# harmless elsewhere), quiet kernel, reboot 5 s after a kernel panic, and LSMs
+# picked so AppArmor stays off (Docker needs it so).
+CMDLINE := console=tty1 console=ttyS0,115200n8 nvme_core.io_timeout=4294967295 quiet panic=5 lsm=landlock,lockdown,yama,integrity,bpf
 # Same commit, same bytes.
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 CARGO := cargo

@@ -1,10 +1,11 @@
 //! The kernel modules an image ships, chosen by the kernel-config table, with
-//! their dependency closure and a `modules.dep`.
+//! their dependency closure, a `modules.dep`, and a `modules.alias` for the
+//! ones PID 1 loads where their hardware is.
 
 use crate::modinfo;
 use crate::tree::Tree;
 use anyhow::{bail, Result};
-use cairn_kconfig::{check, modules_for, read_config, requirements, Load};
+use cairn_kconfig::{check, for_flavour, modules_for, read_config, requirements, Flavour, Load};
 use std::path::Path;
 
 /// The one kernel release unpacked under `dir/lib/modules`.
@@ -24,13 +25,13 @@ pub fn kernel_release(dir: &Path) -> Result<String> {
 
 /// Adds the modules whose load class passes `want` (and what they depend on)
 /// under `base/<release>`, with modules.dep, and writes the boot-time lists
-/// to /etc/cairn. Modules named in `drop` are left out of both (test
+/// to /etc/cairn. Modules named in `drop` are left out of all of them (test
 /// fixtures: a release without its NIC driver). Returns how many module
 /// files it added.
 pub fn add(tree: &mut Tree, kernel: &Path, base: &str, want: impl Fn(Load) -> bool, drop: &[String]) -> Result<usize> {
     let release = kernel_release(kernel)?;
     let config = read_config(&kernel.join(format!("boot/config-{release}")))?;
-    let reqs = requirements();
+    let reqs = for_flavour(&requirements(), Flavour::of_release(&release));
     let missing = check(&reqs, &config);
     if !missing.is_empty() {
         let names: Vec<_> = missing.iter().map(|m| m.to_string()).collect();
@@ -53,6 +54,8 @@ pub fn add(tree: &mut Tree, kernel: &Path, base: &str, want: impl Fn(Load) -> bo
         tree.file(&format!("{root}/{rel}"), 0o644, bytes)?;
     }
     tree.file(&format!("{root}/modules.dep"), 0o644, modinfo::modules_dep(&closure).into_bytes())?;
+    let by_alias: Vec<String> = wanted.iter().filter(|(_, l)| l.by_alias()).map(|(n, _)| n.clone()).collect();
+    tree.file(&format!("{root}/modules.alias"), 0o644, modinfo::modules_alias(&dir, &by_alias)?.into_bytes())?;
     for (load, file, what) in [
         (Load::Boot, "modules.boot", "at every boot"),
         (Load::Root, "modules.root", "by stage 1 to mount the verified root"),

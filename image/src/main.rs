@@ -148,7 +148,7 @@ fn initramfs(a: Args) -> Result<()> {
     t.file("/init", 0o755, read(&a.path("init")?)?)?;
     rootfs::etc_skeleton(&mut t, env!("CARGO_PKG_VERSION"))?;
     let mods = match a.opt("kernel") {
-        Some(k) => kmods::add(&mut t, Path::new(k), "/lib/modules", |l| matches!(l, Load::Boot | Load::Root), a.all("drop-module"))?,
+        Some(k) => kmods::add(&mut t, Path::new(k), "/lib/modules", |l| matches!(l, Load::Boot | Load::Root | Load::Disk), a.all("drop-module"))?,
         None => 0,
     };
     let applets = match a.opt("busybox") {

@@ -100,6 +100,47 @@ impl ModuleDir {
     pub fn root(&self) -> &Path {
         &self.root
     }
+
+    /// The `alias=` patterns of one module.
+    fn aliases(&self, name: &str) -> Result<Vec<String>, ModError> {
+        let rel = self.by_name.get(name).ok_or_else(|| ModError::Missing {
+            name: name.to_string(),
+            by: String::new(),
+            dir: self.root.display().to_string(),
+        })?;
+        let path = self.root.join(rel);
+        let bytes = std::fs::read(&path).map_err(|source| ModError::Read { path: path.display().to_string(), source })?;
+        let info = modinfo(&bytes, &path.display().to_string())?;
+        Ok(info.into_iter().filter(|(k, _)| k == "alias").map(|(_, v)| v).collect())
+    }
+}
+
+/// Whether an alias names a device on a bus (`pci:v...`, `acpi*:VMBUS:*`),
+/// as a device's `modalias` in sysfs would: the bus name, then `:` or `*`.
+/// Others (`fs-ext4`, `block-major-8-*`, `devname:...`) name no device.
+fn is_device_alias(alias: &str) -> bool {
+    let bus_len = alias.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
+    let bus = &alias[..bus_len];
+    bus_len > 0 && bus != "devname" && matches!(alias.as_bytes().get(bus_len), Some(b':' | b'*')) && alias.contains(':')
+}
+
+/// `modules.alias` for `names`: `alias PATTERN MODULE` lines, sorted, only
+/// the patterns that match a device's modalias. PID 1's coldplug reads it.
+pub fn modules_alias(dir: &ModuleDir, names: &[String]) -> Result<String, ModError> {
+    let mut lines = BTreeSet::new();
+    for name in names {
+        for a in dir.aliases(&normalize_module(name))? {
+            if is_device_alias(&a) && !a.contains(char::is_whitespace) {
+                lines.insert(format!("alias {a} {}", normalize_module(name)));
+            }
+        }
+    }
+    let mut text = String::from("# Device patterns of the modules PID 1 loads where their hardware is\n");
+    for l in lines {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    Ok(text)
 }
 
 /// `modules.dep` for a closure: `path: dep-path ...`, sorted by path.
@@ -129,6 +170,16 @@ mod tests {
     }
 
     #[test]
+    fn only_device_aliases_count() {
+        for a in ["pci:v00001AF4d*sv*sd*bc*sc*i*", "acpi*:VMBUS:*", "virtio:d00000001v*", "usb:v*p*d*dc*dsc*dp*ic08isc06ip50in*"] {
+            assert!(is_device_alias(a), "{a}");
+        }
+        for a in ["fs-ext4", "block-major-8-*", "devname:nvme-fabrics", "net-pf-16-proto-16", ":x"] {
+            assert!(!is_device_alias(a), "{a}");
+        }
+    }
+
+    #[test]
     fn non_elf_is_a_clear_error() {
         let err = modinfo(b"not an elf", "x.ko").unwrap_err();
         assert!(err.to_string().starts_with("x.ko is not a kernel module"));
@@ -148,6 +199,9 @@ mod tests {
         for m in ["virtio_net", "virtio", "virtio_ring", "net_failover", "failover"] {
             assert!(c.contains_key(m), "{m} missing from {:?}", c.keys());
         }
+        let alias = modules_alias(&md, &["virtio_net".to_string(), "virtio_pci".to_string()]).unwrap();
+        assert!(alias.contains("\nalias virtio:d00000001v* virtio_net\n"), "{alias}");
+        assert!(alias.contains("\nalias pci:v00001AF4d*sv*sd*bc*sc*i* virtio_pci\n"), "{alias}");
         let err = md.closure(&["no_such_mod".to_string()]).unwrap_err();
         assert!(err.to_string().starts_with("Module no_such_mod is needed but not in"));
     }

@@ -80,6 +80,8 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     };
     let mut net_status = if net.is_none() { Some(net::Status::Failed("no network thread".into())) } else { None };
 
+    // NICs first among the devices: DHCP overlaps with the rest.
+    let _ = coldplug(&release);
     load_modules(&release, &settings, &[BOOT_MODULES]);
     timeline::mark("modules");
     let watchdog = match (settings.watchdog.is_zero(), watchdog_fd) {
@@ -252,6 +254,8 @@ fn arm_watchdog(settings: &Settings) -> Option<watchdog::Watchdog> {
 /// Stage 1 never returns: it execs stage 2, or logs why it could not and
 /// reboots, which uses up one of the boot entry's tries.
 fn stage1(release: &str, settings: &Settings) -> ! {
+    // The disk controllers first: their disks appear while the rest loads.
+    let mut plug = coldplug(release);
     load_modules(release, settings, &[BOOT_MODULES, ROOT_MODULES]);
     timeline::mark("stage1_modules");
     // Armed before the root is even found: a trial slot that hangs anywhere
@@ -264,9 +268,17 @@ fn stage1(release: &str, settings: &Settings) -> ! {
         // Left open across the exec (no CLOEXEC): stage 2 takes it over.
         stage2_args.push(format!("{}{}", watchdog::FD_ARG, w.raw_fd()));
     }
+    let mut last_plug = Instant::now();
     let mut pet = || {
         if let Some(w) = &mut watchdog {
             w.pet();
+        }
+        // Disks behind a controller (SCSI, USB) show up some time after its
+        // driver loaded, and then need theirs: look again while waiting.
+        if let Some(p) = plug.as_mut().filter(|_| last_plug.elapsed() >= COLDPLUG_EVERY) {
+            let start = Instant::now();
+            report_coldplug(p.pass(Path::new(SYS_BUS)), start);
+            last_plug = Instant::now();
         }
     };
     let err = match &settings.verity {
@@ -354,6 +366,45 @@ fn debug_shell_spec(settings: &Settings, shell: &str) -> supervisor::Spec {
     }
 }
 
+const SYS_BUS: &str = "/sys/bus";
+/// How often stage 1 looks for new devices while it waits for its disk.
+const COLDPLUG_EVERY: Duration = Duration::from_millis(25);
+
+/// Loads the drivers of the hardware that is there, by modalias, from this
+/// stage's modules.alias (stage 1's has the disk controllers, stage 2's the
+/// rest too). Keeps the table for another look later.
+fn coldplug(release: &str) -> Option<modules::coldplug::Coldplug> {
+    let start = Instant::now();
+    let mut plug = match modules::coldplug::Coldplug::open(&modules_dir(release)) {
+        Ok(p) => p,
+        Err(e) => {
+            error!("no drivers loaded by device: {}", error_chain(&e));
+            return None;
+        }
+    };
+    // virtio_pci, then the virtio devices it brings: two passes in the usual
+    // case; more only for buses behind buses.
+    report_coldplug(plug.settle(Path::new(SYS_BUS), 4), start);
+    Some(plug)
+}
+
+fn report_coldplug(pass: modules::coldplug::Pass, start: Instant) {
+    for e in &pass.errors {
+        error!("{}", error_chain(e));
+    }
+    if !pass.loaded.is_empty() {
+        info!("loaded {} for the devices found, in {}ms", pass.loaded.join(","), start.elapsed().as_millis());
+    }
+}
+
+fn modules_dir(release: &str) -> std::path::PathBuf {
+    ["/usr/lib/modules", "/lib/modules"]
+        .iter()
+        .map(|d| Path::new(d).join(release))
+        .find(|d| d.exists())
+        .unwrap_or_else(|| Path::new("/lib/modules").join(release))
+}
+
 fn load_modules(release: &str, settings: &Settings, lists: &[&str]) {
     let mut names = Vec::new();
     for list in lists {
@@ -371,12 +422,7 @@ pub(crate) fn load_module_names(release: &str, names: &[String]) {
     if names.is_empty() {
         return;
     }
-    let dir = ["/usr/lib/modules", "/lib/modules"]
-        .iter()
-        .map(|d| Path::new(d).join(release))
-        .find(|d| d.exists())
-        .unwrap_or_else(|| Path::new("/lib/modules").join(release));
-    let mut loader = match modules::Loader::open(&dir) {
+    let mut loader = match modules::Loader::open(&modules_dir(release)) {
         Ok(l) => l,
         Err(e) => {
             error!("no kernel modules loaded: {}", error_chain(&e));

@@ -1,5 +1,8 @@
 //! Kernel modules loaded by name, dependencies first, from the standard
-//! `modules.dep` the image builder writes.
+//! `modules.dep` the image builder writes; by device in `coldplug`.
+
+pub mod alias;
+pub mod coldplug;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io;
@@ -95,6 +98,23 @@ pub struct Loader {
     dir: PathBuf,
     index: DepIndex,
     loaded: BTreeSet<String>,
+    /// `module.param=value` words of the kernel command line: the kernel
+    /// applies them only to built-in code, modprobe hands them to modules;
+    /// so does this loader (`nvme_core.io_timeout=` where NVMe is a module).
+    params: Vec<(String, String)>,
+}
+
+/// The `module.param=value` words of a command line, as (module, `param=value`).
+pub fn module_params(cmdline: &str) -> Vec<(String, String)> {
+    cmdline
+        .split_ascii_whitespace()
+        .filter_map(|w| {
+            let (key, _) = w.split_once('=')?;
+            let (module, param) = key.split_once('.')?;
+            let ok = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            (ok(module) && ok(param)).then(|| (module_name(module), w[module.len() + 1..].to_string()))
+        })
+        .collect()
 }
 
 impl Loader {
@@ -107,7 +127,8 @@ impl Loader {
         let loaded = std::fs::read_dir("/sys/module")
             .map(|d| d.filter_map(|e| e.ok()?.file_name().into_string().ok()).collect())
             .unwrap_or_default();
-        Ok(Loader { dir: dir.to_path_buf(), index: DepIndex::parse(&text), loaded })
+        let params = module_params(&std::fs::read_to_string("/proc/cmdline").unwrap_or_default());
+        Ok(Loader { dir: dir.to_path_buf(), index: DepIndex::parse(&text), loaded, params })
     }
 
     /// Loads `name` and what it depends on. Returns how many files it loaded.
@@ -118,15 +139,18 @@ impl Loader {
             let start = std::time::Instant::now();
             let file = std::fs::File::open(&path)
                 .map_err(|source| ModuleError::Read { path: path.display().to_string(), source })?;
-            match crate::sys::finit_module(&file) {
+            let name = module_name(rel);
+            let params: Vec<&str> = self.params.iter().filter(|(m, _)| *m == name).map(|(_, p)| p.as_str()).collect();
+            let params = std::ffi::CString::new(params.join(" ")).unwrap_or_default();
+            match crate::sys::finit_module(&file, &params) {
                 Ok(()) => {}
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 Err(source) => {
                     return Err(ModuleError::Load { path: path.display().to_string(), source })
                 }
             }
-            tracing::debug!("module {} loaded in {}us", module_name(rel), start.elapsed().as_micros());
-            self.loaded.insert(module_name(rel));
+            tracing::debug!("module {name} loaded in {}us", start.elapsed().as_micros());
+            self.loaded.insert(name);
         }
         Ok(order.len())
     }
@@ -180,6 +204,13 @@ kernel/x/b.ko: kernel/x/a.ko
         assert_eq!(order, ["kernel/drivers/md/dm-mod.ko", "kernel/drivers/md/dm-verity.ko"]);
         let loaded = BTreeSet::from(["dm_mod".to_string()]);
         assert_eq!(idx.load_order("dm_verity", &loaded).unwrap(), ["kernel/drivers/md/dm-verity.ko"]);
+    }
+
+    #[test]
+    fn module_parameters_come_from_the_command_line() {
+        let p = module_params("console=ttyS0 nvme_core.io_timeout=4294967295 cairn.slot=a dm-mod.x=1 .y=2 a.=3 quiet");
+        let want = [("nvme_core", "io_timeout=4294967295"), ("cairn", "slot=a"), ("dm_mod", "x=1")];
+        assert_eq!(p, want.map(|(m, v)| (m.to_string(), v.to_string())));
     }
 
     #[test]

@@ -36,10 +36,9 @@ pub fn umount(target: &str, flags: libc::c_int) -> io::Result<()> {
 }
 
 /// Loads a kernel module from an open file.
-pub fn finit_module(file: &std::fs::File) -> io::Result<()> {
-    let params = c"";
+pub fn finit_module(file: &std::fs::File, params: &std::ffi::CStr) -> io::Result<()> {
     // SAFETY: the fd is open for the duration of the call and `params` is a
-    // valid empty C string; the kernel reads the module from the fd.
+    // valid C string; the kernel reads the module from the fd.
     let ret = unsafe {
         libc::syscall(libc::SYS_finit_module, file.as_raw_fd(), params.as_ptr(), 0)
     };

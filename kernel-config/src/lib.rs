@@ -35,8 +35,48 @@ pub enum Load {
     Boot,
     /// By stage 1, to mount the verified root.
     Root,
+    /// By stage 1's coldplug, where a device matches one of its aliases: the
+    /// controllers the root disk may sit behind. Ships in the initramfs too.
+    Disk,
+    /// By stage 2's coldplug, where a device matches one of its aliases
+    /// (NICs first among them, the rest of the hardware).
+    Device,
     /// Shipped, loaded by whatever needs it.
     Later,
+}
+
+impl Load {
+    /// Whether the module comes by its device's modalias rather than by name.
+    pub fn by_alias(self) -> bool {
+        matches!(self, Load::Disk | Load::Device)
+    }
+}
+
+/// Which of Debian's two amd64 kernels: the cloud one (virtual hardware
+/// only) or the generic one, which also drives real disks and NICs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Cloud,
+    Metal,
+}
+
+impl Flavour {
+    /// From a Debian kernel release (`6.1.0-50-cloud-amd64` is the cloud
+    /// kernel; `6.1.0-50-amd64` the generic one).
+    pub fn of_release(release: &str) -> Flavour {
+        if release.contains("-cloud-") {
+            Flavour::Cloud
+        } else {
+            Flavour::Metal
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Cloud => "cloud",
+            Flavour::Metal => "metal",
+        }
+    }
 }
 
 /// One row of the requirements table.
@@ -47,6 +87,8 @@ pub struct Requirement {
     /// `None` means the option must be built in.
     pub module: Option<String>,
     pub load: Option<Load>,
+    /// `Some(flavour)`: only that kernel must have it (`when@metal`).
+    pub only: Option<Flavour>,
     pub why: String,
 }
 
@@ -72,12 +114,20 @@ pub fn parse_requirements(text: &str, origin: &str) -> Result<Vec<Requirement>, 
             return Err(bad(format!("`{option}` does not start with CONFIG_")));
         }
         let module = (module != "-").then(|| normalize_module(module));
+        let (when, only) = match when.split_once('@') {
+            Some((w, "metal")) => (w, Some(Flavour::Metal)),
+            Some((w, "cloud")) => (w, Some(Flavour::Cloud)),
+            Some((_, f)) => return Err(bad(format!("unknown kernel flavour `{f}` (cloud or metal)"))),
+            None => (when, None),
+        };
         let load = match (when, &module) {
             ("-", None) => None,
             ("boot", Some(_)) => Some(Load::Boot),
             ("later", Some(_)) => Some(Load::Later),
             ("root", Some(_)) => Some(Load::Root),
-            ("-", Some(m)) => return Err(bad(format!("module `{m}` needs `boot`, `root` or `later`"))),
+            ("disk", Some(_)) => Some(Load::Disk),
+            ("device", Some(_)) => Some(Load::Device),
+            ("-", Some(m)) => return Err(bad(format!("module `{m}` needs `boot`, `root`, `disk`, `device` or `later`"))),
             (w, None) => return Err(bad(format!("`{w}` given for a built-in-only option"))),
             (w, Some(_)) => return Err(bad(format!("unknown load time `{w}`"))),
         };
@@ -85,6 +135,7 @@ pub fn parse_requirements(text: &str, origin: &str) -> Result<Vec<Requirement>, 
             option: option.to_string(),
             module,
             load,
+            only,
             why: cols.collect::<Vec<_>>().join(" "),
         });
     }
@@ -145,6 +196,11 @@ impl std::fmt::Display for Missing {
     }
 }
 
+/// The rows that apply to a kernel of this flavour.
+pub fn for_flavour(reqs: &[Requirement], flavour: Flavour) -> Vec<Requirement> {
+    reqs.iter().filter(|r| r.only.is_none_or(|f| f == flavour)).cloned().collect()
+}
+
 /// Every requirement the config does not meet, in table order.
 pub fn check(reqs: &[Requirement], config: &BTreeMap<String, Setting>) -> Vec<Missing> {
     let mut missing = Vec::new();
@@ -174,6 +230,20 @@ pub fn modules_for(
         .filter(|r| config.get(&r.option) == Some(&Setting::Module))
         .filter_map(|r| Some((r.module.clone()?, r.load?)))
         .collect()
+}
+
+/// The release a bzImage names in its setup header: the first word of the
+/// version string (`6.1.0-50-amd64 (debian-kernel@...) #1 SMP ...`) that
+/// the boot protocol points to from offset 0x20e, counted from 0x200.
+pub fn bzimage_release(image: &[u8]) -> Option<String> {
+    if image.get(0x202..0x206)? != b"HdrS" {
+        return None;
+    }
+    let at = 0x200 + u16::from_le_bytes([*image.get(0x20e)?, *image.get(0x20f)?]) as usize;
+    let text = image.get(at..)?;
+    let end = text.iter().take(256).position(|&b| b == b' ' || b == 0)?;
+    let release = std::str::from_utf8(&text[..end]).ok()?;
+    (!release.is_empty()).then(|| release.to_string())
 }
 
 /// Reads and parses a kernel `.config` file.
@@ -227,6 +297,32 @@ mod tests {
         assert!(err.to_string().contains("does not start with CONFIG_"));
         let err = parse_requirements("CONFIG_A a soon x\n", "r").unwrap_err();
         assert!(err.to_string().contains("unknown load time `soon`"));
+    }
+
+    #[test]
+    fn the_pinned_kernel_names_its_release() {
+        // `make unit-test` unpacks it first (make kernel).
+        let boot = std::fs::read_dir("../build/kernel/boot").expect("build/kernel holds the pinned kernel: run make kernel");
+        let vmlinuz = boot.filter_map(Result::ok).find(|e| e.file_name().to_string_lossy().starts_with("vmlinuz-")).unwrap();
+        let name = vmlinuz.file_name().to_string_lossy().to_string();
+        let release = bzimage_release(&std::fs::read(vmlinuz.path()).unwrap());
+        assert_eq!(release.as_deref(), name.strip_prefix("vmlinuz-"));
+        assert_eq!(bzimage_release(b"not a kernel"), None);
+    }
+
+    #[test]
+    fn flavoured_rows_apply_to_their_kernel_only() {
+        let reqs = parse_requirements("CONFIG_A a disk x\nCONFIG_B b device@metal y\n", "t").unwrap();
+        assert_eq!(reqs[1].only, Some(Flavour::Metal));
+        assert_eq!(reqs[1].load, Some(Load::Device));
+        let cfg = parse_config("CONFIG_A=m\n# CONFIG_B is not set\n");
+        assert!(check(&for_flavour(&reqs, Flavour::Cloud), &cfg).is_empty());
+        let missing = check(&for_flavour(&reqs, Flavour::Metal), &cfg);
+        assert_eq!(missing[0].option, "CONFIG_B");
+        let err = parse_requirements("CONFIG_A a disk@arm x\n", "r").unwrap_err();
+        assert_eq!(err.to_string(), "r:1: unknown kernel flavour `arm` (cloud or metal)");
+        assert_eq!(Flavour::of_release("6.1.0-50-cloud-amd64"), Flavour::Cloud);
+        assert_eq!(Flavour::of_release("6.1.0-50-amd64"), Flavour::Metal);
     }
 
     #[test]

@@ -58,6 +58,30 @@ pub enum Disk {
     File(PathBuf),
 }
 
+/// The controller the machine's disk sits behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    VirtioBlk,
+    /// virtio-scsi (GCE, some clouds).
+    VirtioScsi,
+    /// NVMe (AWS Nitro, GCE, servers).
+    Nvme,
+    /// q35's own AHCI controller (SATA, servers).
+    Sata,
+}
+
+impl DiskBus {
+    fn device_args(self) -> Vec<String> {
+        let dev = match self {
+            DiskBus::VirtioBlk => "virtio-blk-pci,drive=disk0",
+            DiskBus::VirtioScsi => return ["-device", "virtio-scsi-pci,id=scsi0", "-device", "scsi-hd,drive=disk0,bus=scsi0.0,bootindex=1"].map(String::from).to_vec(),
+            DiskBus::Nvme => "nvme,drive=disk0,serial=cairn-disk0",
+            DiskBus::Sata => "ide-hd,drive=disk0,bus=ide.0",
+        };
+        vec!["-device".into(), format!("{dev},bootindex=1")]
+    }
+}
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -65,6 +89,10 @@ pub struct Config {
     /// Kernel arguments (direct boot only; under UEFI the boot entry has them).
     pub cmdline: String,
     pub disk: Option<Disk>,
+    /// What `disk` is attached to.
+    pub disk_bus: DiskBus,
+    /// The NIC's QEMU device model (`virtio-net-pci`, `vmxnet3`, `e1000e`).
+    pub nic: String,
     /// Further disk files (raw or qcow2, by extension) attached in front of
     /// `disk`, so the guest enumerates them first; never booted from.
     pub disks_in_front: Vec<PathBuf>,
@@ -115,6 +143,8 @@ impl Config {
             boot,
             cmdline,
             disk,
+            disk_bus: DiskBus::VirtioBlk,
+            nic: "virtio-net-pci".into(),
             disks_in_front: Vec::new(),
             memory_mb: 512,
             cpus: 1,
@@ -359,9 +389,9 @@ impl Machine {
             };
             cmd.arg("-drive")
                 .arg(format!("file={},format={format},if=none,id=disk0", path.display()))
-                .args(["-device", "virtio-blk-pci,drive=disk0,bootindex=1"]);
+                .args(cfg.disk_bus.device_args());
         }
-        cmd.arg("-netdev").arg(format!("user,id=n0{}", cfg.netdev)).args(["-device", "virtio-net-pci,netdev=n0"])
+        cmd.arg("-netdev").arg(format!("user,id=n0{}", cfg.netdev)).args(["-device", &format!("{},netdev=n0", cfg.nic)])
             .args(["-device", "virtio-rng-pci"])
             .arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
         if cfg.interactive {

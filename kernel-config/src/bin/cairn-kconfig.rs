@@ -1,8 +1,10 @@
 //! `cairn-kconfig check CONFIG`: fails naming every option Cairn needs that the
 //! kernel config lacks. `cairn-kconfig modules CONFIG`: the modules to ship.
+//! The kernel's flavour (cloud or metal) comes from the file name,
+//! `config-<release>`, as Debian names it.
 
 use anyhow::{bail, Context, Result};
-use cairn_kconfig::{check, modules_for, read_config, requirements, Load};
+use cairn_kconfig::{check, for_flavour, modules_for, read_config, requirements, Flavour, Load};
 use std::path::PathBuf;
 
 fn main() {
@@ -22,12 +24,14 @@ fn run() -> Result<()> {
         _ => bail!("usage: cairn-kconfig check|modules KERNEL_CONFIG"),
     };
     let config = read_config(&path).context("Cannot check the kernel config")?;
-    let reqs = requirements();
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let flavour = Flavour::of_release(name.strip_prefix("config-").unwrap_or(name));
+    let reqs = for_flavour(&requirements(), flavour);
     match verb {
         "check" => {
             let missing = check(&reqs, &config);
             if missing.is_empty() {
-                println!("{}: all {} required options present", path.display(), reqs.len());
+                println!("{}: all {} required options of a {} kernel present", path.display(), reqs.len(), flavour.name());
                 return Ok(());
             }
             for m in &missing {
@@ -45,6 +49,8 @@ fn run() -> Result<()> {
                 let when = match load {
                     Load::Boot => "boot",
                     Load::Root => "root",
+                    Load::Disk => "disk",
+                    Load::Device => "device",
                     Load::Later => "later",
                 };
                 println!("{name} {when}");
