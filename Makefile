@@ -31,7 +31,7 @@ KEYS := build/keys
 # Root images the update tests install: see tests/tests/update.rs.
 TESTDIR := build/test
 
-.PHONY: deps kernel debs build keys image test-fixtures run test unit-test qemu-test bench clean
+.PHONY: deps kernel debs build keys image images test-fixtures run test unit-test qemu-test bench clean
 
 deps:
 	@scripts/install-deps
@@ -75,6 +75,11 @@ image: kernel debs build keys
 	$(IMAGE) disk --out build/cairn-debug.raw --root build/test-root.img --vmlinuz out/vmlinuz --initramfs out/initramfs-debug.img \
 		--cmdline "$(CMDLINE) cairn.debug=shell" --qcow2 out/cairn-debug.qcow2 --version $(VERSION)
 
+# Every cloud format from the one disk, with SHA256SUMS and a signed
+# manifest (docs/images.md).
+images: image
+	$(IMAGE) images --raw out/cairn.raw --out out/images --version $(VERSION) --key $(KEYS)/release.key
+
 # What the update tests install over the debug image: the same build as a
 # newer version, one with a service that is never healthy, one whose stage 2
 # hangs, one whose service loader fails, one without the NIC's driver (root
@@ -101,7 +106,7 @@ run: image
 unit-test: deps kernel debs
 	$(CARGO) test -q --locked --workspace --exclude cairn-tests
 
-qemu-test: test-fixtures
+qemu-test: test-fixtures images
 	$(CARGO) test --locked -p cairn-tests -- --test-threads=2
 
 test: unit-test qemu-test

@@ -51,7 +51,7 @@ pub fn table() -> Result<Gpt> {
 }
 
 /// Writes `data` at `offset`, leaving all-zero 4 KiB blocks as holes.
-fn write_sparse(f: &mut std::fs::File, offset: u64, data: &[u8]) -> Result<()> {
+pub(crate) fn write_sparse(f: &mut std::fs::File, offset: u64, data: &[u8]) -> Result<()> {
     for (i, chunk) in data.chunks(4096).enumerate() {
         if chunk.iter().all(|&b| b == 0) {
             continue;

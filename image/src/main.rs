@@ -14,6 +14,10 @@
 //!                       --cmdline ARGS --key FILE [--key FILE]... [--channel stable]
 //!                       [--expires UNIX | --expires-days N] [--build-id TEXT]
 //! cairn-image publish   --bundle DIR --repo DIR      into DIR/<channel>/
+//! cairn-image images    --raw FILE --out DIR --version X.Y.Z --key FILE
+//!                       every cloud format, SHA256SUMS, signed manifest.toml
+//! cairn-image verify    --dir DIR --keyring FILE [--file NAME]...
+//!                       checks the manifest's signature and the files
 //! ```
 //!
 //! Outputs depend only on the inputs: timestamps come from `SOURCE_DATE_EPOCH`
@@ -24,6 +28,7 @@ mod cpio;
 mod disk;
 mod elfdeps;
 mod esp;
+mod images;
 mod kmods;
 mod release;
 mod modinfo;
@@ -113,8 +118,10 @@ fn run() -> Result<()> {
             &["out", "root", "vmlinuz", "initramfs", "version", "cmdline", "key", "channel", "expires", "expires-days", "build-id"],
         )?),
         Some("publish") => release::publish(&Args::parse(args, &["bundle", "repo"])?),
-        Some(other) => bail!("unknown command {other}; expected initramfs, root, disk, keygen, bundle or publish"),
-        None => bail!("usage: cairn-image initramfs|root|disk|keygen|bundle|publish --out FILE ..."),
+        Some("images") => images::build(&Args::parse(args, &["raw", "out", "version", "key"])?),
+        Some("verify") => images::verify(&Args::parse(args, &["dir", "keyring", "file"])?),
+        Some(other) => bail!("unknown command {other}; expected initramfs, root, disk, keygen, bundle, publish, images or verify"),
+        None => bail!("usage: cairn-image initramfs|root|disk|keygen|bundle|publish|images|verify --out FILE ..."),
     }
 }
 

@@ -41,7 +41,7 @@ pub fn keygen(a: &Args) -> Result<()> {
     Ok(())
 }
 
-fn sha256_of(path: &Path) -> Result<(u64, String)> {
+pub(crate) fn sha256_of(path: &Path) -> Result<(u64, String)> {
     let mut f = std::fs::File::open(path).with_context(|| format!("Cannot read {}", path.display()))?;
     let mut h = Sha256::new();
     let n = std::io::copy(&mut f, &mut h).with_context(|| format!("Cannot read {}", path.display()))?;

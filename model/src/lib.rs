@@ -1,5 +1,5 @@
 //! Types shared by Cairn's programs: service specs, the OCI bundles crun
-//! runs them from, and the update manifest.
+//! runs them from, the update manifest and the cloud images' manifest.
 //!
 //! Nothing here touches files or processes. [`service::parse`] takes the
 //! text of a service file, [`bundle::oci_config`] turns the result into an
@@ -24,6 +24,7 @@ mod locate;
 
 pub mod bundle;
 pub mod config;
+pub mod images;
 pub mod manifest;
 pub mod seccomp;
 pub mod service;

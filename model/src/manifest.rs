@@ -136,7 +136,7 @@ impl RootPayload {
 /// `/`, no `\\`, not hidden, not `.` or `..`, no spaces or control
 /// characters), at most 255 bytes; it is joined to URLs and to the staging
 /// directory.
-fn plain_name(key: &str, name: &str) -> Result<(), String> {
+pub(crate) fn plain_name(key: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 255
         && !name.starts_with('.')
@@ -155,7 +155,7 @@ pub fn is_hex(value: &str, len: Option<usize>) -> bool {
     !value.is_empty() && value.len() % 2 == 0 && len.is_none_or(|l| value.len() == l) && value.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn hex_of(what: &str, value: &str, len: Option<usize>) -> Result<(), String> {
+pub(crate) fn hex_of(what: &str, value: &str, len: Option<usize>) -> Result<(), String> {
     if is_hex(value, len) {
         Ok(())
     } else {
@@ -165,7 +165,7 @@ fn hex_of(what: &str, value: &str, len: Option<usize>) -> Result<(), String> {
 
 /// `s` as a TOML basic string. Rust's `{:?}` is not TOML: it writes
 /// `\u{e000}`-style escapes and escapes characters TOML takes as they are.
-fn toml_string(s: &str) -> String {
+pub(crate) fn toml_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
     for c in s.chars() {
@@ -181,6 +181,16 @@ fn toml_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// A TOML error as `line N: message`, naming the key where it can.
+pub(crate) fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let start = e.span().map(|s| s.start);
+    let message = crate::locate::toml_message(text, e.message(), start);
+    match start {
+        Some(at) => format!("line {}: {message}", crate::locate::line_col(text, at).0),
+        None => message,
+    }
 }
 
 impl Manifest {
@@ -202,14 +212,7 @@ impl Manifest {
     /// Parses and checks the shape of a manifest. Every error names the key
     /// (or, for TOML syntax, the line) it is about.
     pub fn parse(text: &str) -> Result<Manifest, String> {
-        let raw: Raw = toml::from_str(text).map_err(|e| {
-            let start = e.span().map(|s| s.start);
-            let message = crate::locate::toml_message(text, e.message(), start);
-            match start {
-                Some(at) => format!("line {}: {message}", crate::locate::line_col(text, at).0),
-                None => message,
-            }
-        })?;
+        let raw: Raw = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let version: Version = raw.version.parse().map_err(|e| format!("version: {e}"))?;
         if !["stable", "beta", "alpha"].contains(&raw.channel.as_str()) {
             return Err(format!("channel `{}` is not stable, beta or alpha", raw.channel));

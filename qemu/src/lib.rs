@@ -125,7 +125,8 @@ impl Config {
         Ok(Config::new(Boot::Direct { kernel, initrd }, cmdline, disk))
     }
 
-    /// UEFI boot of a disk image from `out` (an overlay on it).
+    /// UEFI boot of a disk image from `out` (an overlay on it); the image may
+    /// be qcow2, VHD, VMDK or raw, by its extension.
     pub fn uefi(out: &Path, image: &str) -> Result<Config> {
         let disk = Some(Disk::Overlay(need(out.join(image))?));
         Ok(Config::new(Boot::Uefi, String::new(), disk))
@@ -176,11 +177,13 @@ impl Config {
     }
 }
 
+/// QEMU's name for a disk file's format, from its extension (raw if unknown).
 fn disk_format(p: &Path) -> &'static str {
-    if p.extension().is_some_and(|e| e == "qcow2") {
-        "qcow2"
-    } else {
-        "raw"
+    match p.extension().and_then(|e| e.to_str()) {
+        Some("qcow2") => "qcow2",
+        Some("vhd") => "vpc",
+        Some("vmdk") => "vmdk",
+        _ => "raw",
     }
 }
 
@@ -378,7 +381,7 @@ impl Machine {
                     let overlay = dir.join("disk.qcow2");
                     run_tool(
                         Command::new("qemu-img")
-                            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+                            .args(["create", "-q", "-f", "qcow2", "-F", disk_format(&base), "-b"])
                             .arg(&base)
                             .arg(&overlay),
                         "qemu-img create",
@@ -499,6 +502,14 @@ impl Machine {
     /// The ACPI power button, as a cloud provider's "stop" presses it.
     pub fn press_power_button(&mut self) -> Result<()> {
         self.qmp("system_powerdown", serde_json::json!({})).map(drop)
+    }
+
+    /// The power button, then the clean shutdown's last line, then QEMU's
+    /// own exit, each within `timeout`.
+    pub fn power_off(&mut self, timeout: Duration) -> Result<std::process::ExitStatus> {
+        self.press_power_button()?;
+        self.wait_for("clean shutdown complete, powering off", timeout)?;
+        self.wait_exit(timeout)
     }
 
     pub fn send_ctrl_alt_del(&mut self) -> Result<()> {

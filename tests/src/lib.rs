@@ -1,9 +1,11 @@
 //! End-to-end tests live in `tests/`; this crate holds what several of them
 //! share on top of `cairn-qemu`: booting the debug image with a config,
-//! powering off, reading the service table, putting a file on the guest.
+//! powering off, reading the service table, putting a file on the guest;
+//! where the build left its files, and hashing them.
 
 use cairn_qemu::{out_dir, Config, Machine};
-use std::path::Path;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub const BOOT: Duration = Duration::from_secs(240);
@@ -50,4 +52,23 @@ pub fn put_file(m: &mut Machine, path: &str, text: &str) {
     assert!(!text.contains('\''), "put_file cannot carry a single quote");
     let lines: Vec<String> = text.lines().map(|l| format!("'{l}'")).collect();
     m.sh_ok(&format!("printf '%s\\n' {} > {path}", lines.join(" "))).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+}
+
+/// The repository's top directory.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The hex sha256 of a file.
+pub fn sha256_file(path: &Path) -> String {
+    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    hex::encode(h.finalize())
+}
+
+/// The timestamp `make image` built out/ with.
+pub fn build_epoch() -> String {
+    let path = out_dir().join("source-date-epoch");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run make image)", path.display())).trim().to_string()
 }

@@ -3,8 +3,8 @@
 //! that is never served; and builds that give the same bytes twice.
 
 use cairn_qemu::{make_overlay, out_dir, qemu_img, Config, Machine, Scratch};
-use sha2::{Digest, Sha256};
-use std::path::{Path, PathBuf};
+use cairn_tests::{build_epoch, repo, sha256_file};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -181,23 +181,6 @@ fn state_grows_to_fill_a_bigger_disk_once() {
     power_off(&mut m);
 }
 
-fn sha256_file(path: &Path) -> String {
-    let mut f = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).unwrap();
-    hex::encode(h.finalize())
-}
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// The timestamp `make image` built out/ with.
-fn epoch() -> String {
-    let path = out_dir().join("source-date-epoch");
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run make image)", path.display())).trim().to_string()
-}
-
 /// Builds the initramfs, the root and the disk a second time from the same
 /// inputs `make image` used, and compares the bytes.
 #[test]
@@ -207,7 +190,7 @@ fn two_builds_give_identical_images() {
     let init = r.join("target/x86_64-unknown-linux-gnu/release/cairn-init");
     let dir = Scratch::new("repro").unwrap();
     let run = |args: &[&str]| {
-        let st = Command::new(&image).args(args).env("SOURCE_DATE_EPOCH", epoch()).current_dir(&r).status().unwrap();
+        let st = Command::new(&image).args(args).env("SOURCE_DATE_EPOCH", build_epoch()).current_dir(&r).status().unwrap();
         assert!(st.success(), "cairn-image {args:?}");
     };
     let initramfs = dir.path("initramfs.img");

@@ -39,11 +39,12 @@ pub struct Context<'a> {
     pub bad: &'a [Version],
 }
 
-/// Checks signatures over the exact bytes first, then the manifest.
+/// Checks that enough trusted keys signed these exact bytes (an update
+/// manifest, or the cloud images' build manifest).
 ///
 /// The threshold counts distinct trusted keys. A signature file that names one
 /// key twice is refused whole: one stolen key repeated must not pass for k.
-pub fn check(manifest: &[u8], signatures: &str, keyring: &Keyring, ctx: &Context<'_>) -> Result<Manifest, Refusal> {
+pub fn signed(manifest: &[u8], signatures: &str, keyring: &Keyring) -> Result<(), Refusal> {
     let mut seen = std::collections::BTreeSet::new();
     let mut valid = 0;
     let mut unknown = Vec::new();
@@ -66,6 +67,12 @@ pub fn check(manifest: &[u8], signatures: &str, keyring: &Keyring, ctx: &Context
     if valid < keyring.threshold {
         return Err(Refusal::NotEnoughSignatures { have: valid, need: keyring.threshold });
     }
+    Ok(())
+}
+
+/// Checks signatures over the exact bytes first ([`signed`]), then the manifest.
+pub fn check(manifest: &[u8], signatures: &str, keyring: &Keyring, ctx: &Context<'_>) -> Result<Manifest, Refusal> {
+    signed(manifest, signatures, keyring)?;
     let text = std::str::from_utf8(manifest).map_err(|_| Refusal::Malformed("not UTF-8".into()))?;
     let m = Manifest::parse(text).map_err(Refusal::Malformed)?;
     if m.channel != ctx.channel {
