@@ -130,6 +130,7 @@ fn every_format_holds_the_source_disk_byte_for_byte() {
         assert!(mf.contains(&format!("SHA256({m})= {}", sha256_file(&dir.path(m)))), "{m} in the .mf:\n{mf}");
     }
     let ovf = std::fs::read_to_string(dir.path(&members[0])).unwrap();
+    ok("python3", &["-c", "import sys, xml.dom.minidom; xml.dom.minidom.parse(sys.argv[1])", s(&dir.path(&members[0]))]);
     let vmdk_size = std::fs::metadata(&vmdk).unwrap().len();
     for want in [">vmx-13<", ">VirtualSCSI<", ">VmxNet3<", "vmw:key=\"firmware\" vmw:value=\"efi\"", &format!("ovf:size=\"{vmdk_size}\"")] {
         assert!(ovf.contains(want), "{want} in the OVF:\n{ovf}");
