@@ -58,7 +58,9 @@ impl Init {
                     info!("config revert: {l}");
                 }
             }
-            Err(e) => error!("machine config: cannot revert the try: {e}; it ends at the next boot"),
+            // The try's record stays on STATE: the next boot takes the try
+            // once more (if its counter allows) and then goes back.
+            Err(e) => error!("machine config: cannot revert the try: {e}; it stays in force until a reboot ends it"),
         }
     }
 
