@@ -17,20 +17,42 @@ const LIMIT: Duration = Duration::from_secs(25);
 /// The settings a machine config may give; the rest stay the command line's.
 const CONFIG_KEYS: &[&str] = &["hostname", "ip", "gw", "dns", "iface", "enable", "disable", "modules", "log"];
 
-/// What the loader needs to see its sources: QEMU's fw_cfg in sysfs, FAT and
-/// ISO9660 config disks, CDs on virtio-scsi.
+/// What the loader needs to see its sources: QEMU's fw_cfg in sysfs, CDs on
+/// virtio-scsi, and FAT and ISO9660 for a config disk. The loader finds a
+/// config disk by its label in the raw superblock, so the file systems are
+/// only needed to mount one: with the boot disk the only disk, they are not
+/// loaded (five module files, about a tenth of a second under TCG).
 fn modules() -> Vec<String> {
-    // vfat's default iocharset on Debian's kernel is ascii: without
-    // nls_ascii a FAT config disk does not mount.
-    let mut m: Vec<&str> = vec!["vfat", "nls_cp437", "nls_ascii", "isofs"];
+    let mut m: Vec<&str> = Vec::new();
     let vendor = std::fs::read_to_string("/sys/class/dmi/id/sys_vendor").unwrap_or_default();
     if vendor.trim() == "QEMU" {
         m.push("qemu_fw_cfg");
     }
-    if virtio_scsi_present() {
+    let scsi = virtio_scsi_present();
+    if scsi {
         m.extend(["virtio_scsi", "sr_mod"]);
     }
+    // A CD on virtio-scsi shows up only once sr_mod is in.
+    if scsi || disks(Path::new("/sys/block")) > 1 {
+        // vfat's default iocharset on Debian's kernel is ascii: without
+        // nls_ascii a FAT config disk does not mount.
+        m.extend(["vfat", "nls_cp437", "nls_ascii", "isofs"]);
+    }
     m.into_iter().map(str::to_string).collect()
+}
+
+/// How many disks the machine has, Cairn's own device-mapper and loop
+/// devices and RAM disks aside.
+fn disks(sys_block: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(sys_block) else { return 0 };
+    entries
+        .filter_map(Result::ok)
+        .filter(|e| {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            !["dm-", "loop", "ram", "zram"].iter().any(|p| name.starts_with(p))
+        })
+        .count()
 }
 
 fn virtio_scsi_present() -> bool {
@@ -134,6 +156,20 @@ pub fn settings_from(h: &handoff::Handoff, cmdline: &[u8]) -> Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disks_count_whole_disks_but_not_cairns_own_devices() {
+        let d = std::env::temp_dir().join(format!("cairn-config-disks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        for name in ["vda", "dm-0", "loop0", "ram0", "zram0"] {
+            std::fs::create_dir_all(d.join(name)).unwrap();
+        }
+        assert_eq!(disks(&d), 1, "the boot disk alone");
+        std::fs::create_dir_all(d.join("vdb")).unwrap();
+        assert_eq!(disks(&d), 2, "a second disk may be a config disk");
+        std::fs::remove_dir_all(&d).unwrap();
+        assert_eq!(disks(&d), 0);
+    }
 
     #[test]
     fn only_config_keys_are_settings_a_config_may_give() {

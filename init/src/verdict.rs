@@ -119,15 +119,15 @@ impl Init {
             Some(net::Status::Off) => " ip=off".into(),
             _ => " ip=none".into(),
         };
+        let boot_ms = sys::boottime_ms();
+        crate::timeline::mark_at("ready", boot_ms);
         let line = format!(
-            "cairn-init: ready boot_ms={} rss_kb={} services={}{ip} config={}",
-            sys::boottime_ms(),
+            "cairn-init: ready boot_ms={boot_ms} rss_kb={} services={}{ip} config={}",
             rss_kb(),
             self.supervisor.services_running(),
             self.config
         );
         say(&line);
-        crate::timeline::mark("ready");
         info!("{}", crate::timeline::line());
         if self.platform == "azure" {
             // Azure marks a VM failed that never reports ready; once per boot,
