@@ -14,6 +14,7 @@ CTL_BIN := target/$(TARGET)/release/cairnctl
 CTL_FAULT_BIN := build/cairnctl-fault-injection
 SVCLOAD_BIN := target/$(TARGET)/release/cairn-svcload
 CONFIG_BIN := target/$(TARGET)/release/cairn-config
+NETD_BIN := target/$(TARGET)/release/cairn-netd
 # The embedded default configuration, one for every platform: the graphical
 # console and the serial one (the last console= is /dev/console, which the
 # tests read), NVMe without an I/O timeout (AWS detaches EBS volumes slowly;
@@ -46,7 +47,7 @@ STATIC := RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
 build: deps
 	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairnctl --features cairnctl/fault-injection
 	@mkdir -p build && cp $(CTL_BIN) $(CTL_FAULT_BIN)
-	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload -p cairn-config
+	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload -p cairn-config -p cairn-netd
 	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
 
 debs: deps
@@ -57,7 +58,7 @@ keys: build
 	@test -f $(KEYS)/release.key || $(IMAGE) keygen --out $(KEYS)/release.key --id release
 	@(echo "threshold 1"; cat $(KEYS)/release.key.pub) > $(KEYS)/keyring
 
-ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --config-loader $(CONFIG_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
+ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --config-loader $(CONFIG_BIN) --netd $(NETD_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
 ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_BIN)
 # The debug disk and the update fixtures: the same root with the fault-injection cairnctl.
 TEST_ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_FAULT_BIN)

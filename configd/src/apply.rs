@@ -1,14 +1,22 @@
 //! What a checked config turns into at boot: settings for cairn-init (as
 //! command line words), added service specs for cairn-svcload, kernel
-//! parameters, the updater's repository. What this Cairn cannot apply yet is
-//! said, key by key, never silently dropped.
+//! parameters, the updater's repository, the network for cairn-netd. What
+//! this Cairn cannot apply yet is said, key by key, never silently dropped.
+//!
+//! A network that PID 1's first-link path covers (one link, DHCP or one IPv4
+//! address with a gateway and IPv4 name servers) goes to PID 1 as command
+//! line words: the fast path, no extra process. Anything more (more links,
+//! VLANs, routes, MTU, IPv6, search domains) goes to cairn-netd: the section
+//! is written to `network.toml` and PID 1 is told `cairn.ip=netd`.
 
-use cairn_model::config::{Channel, LinkMatch, MachineConfig};
+use cairn_model::config::{network_text, Channel, LinkMatch, MachineConfig, Network};
 use std::net::IpAddr;
 use std::path::Path;
 
 /// Where added service specs go for cairn-svcload.
 pub const SERVICES_DIR: &str = "/run/cairn/config/services";
+/// What cairn-netd reads (and reads again on SIGHUP).
+pub const NETWORK_FILE: &str = "/run/cairn/config/network.toml";
 const UPDATE_CONFIG: &str = "/var/lib/cairn/update/config";
 
 /// The machine around the loader: where it writes. Tests point it elsewhere.
@@ -17,6 +25,7 @@ pub struct Paths<'a> {
     pub sys_net: &'a Path,
     pub proc_sys: &'a Path,
     pub update_config: &'a Path,
+    pub network: &'a Path,
 }
 
 impl Paths<'static> {
@@ -26,6 +35,7 @@ impl Paths<'static> {
             sys_net: Path::new("/sys/class/net"),
             proc_sys: Path::new("/proc/sys"),
             update_config: Path::new(UPDATE_CONFIG),
+            network: Path::new(NETWORK_FILE),
         }
     }
 }
@@ -38,7 +48,16 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
     if let Some(h) = &c.hostname {
         args.push(format!("cairn.hostname={h}"));
     }
-    network(c, paths, &mut args, &mut not_yet);
+    let mut notes2 = Vec::new();
+    if needs_netd(&c.network) {
+        args.push("cairn.ip=netd".into());
+        if let Err(e) = write_network(&c.network, paths.network) {
+            notes2.push(("error".into(), format!("config: cannot write {}: {e}; no link is configured", paths.network.display())));
+        }
+    } else {
+        let _ = std::fs::remove_file(paths.network);
+        network(c, paths, &mut args, &mut not_yet);
+    }
     if !c.time.ntp.is_empty() {
         not_yet("time.ntp (chrony keeps its shipped pool)");
     }
@@ -52,10 +71,13 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
     if !c.services.disable.is_empty() {
         args.push(format!("cairn.disable={}", c.services.disable.join(",")));
     }
-    let mut notes2 = Vec::new();
     write_services(c, paths.services, &mut notes2);
-    if !c.modules.is_empty() {
-        args.push(format!("cairn.modules={}", c.modules.join(",")));
+    let mut modules = c.modules.clone();
+    if !c.network.vlans.is_empty() && !modules.iter().any(|m| m == "8021q") {
+        modules.push("8021q".into());
+    }
+    if !modules.is_empty() {
+        args.push(format!("cairn.modules={}", modules.join(",")));
     }
     if c.logs.level != "info" {
         args.push(format!("cairn.log={}", c.logs.level));
@@ -88,6 +110,31 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
     (args, notes)
 }
 
+/// Whether the network needs more than PID 1's first-link path.
+pub fn needs_netd(n: &Network) -> bool {
+    let beyond = |l: &cairn_model::config::Link| {
+        let a = &l.addressing;
+        a.addresses.len() > 1
+            || a.addresses.iter().any(|c| !c.addr.is_ipv4())
+            || (a.dhcp && !a.addresses.is_empty())
+            || !a.routes.is_empty()
+            || a.mtu.is_some()
+            || a.gateway.is_some_and(|g| !g.is_ipv4())
+    };
+    n.links.len() > 1 || !n.vlans.is_empty() || !n.search.is_empty() || n.dns.iter().any(|d| !d.is_ipv4()) || n.links.iter().any(beyond)
+}
+
+fn write_network(n: &Network, path: &Path) -> std::io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, network_text::to_toml(n))?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The first-link path: command line words for PID 1. What it cannot say
+/// (see `needs_netd`) never gets here.
 fn network(c: &MachineConfig, paths: &Paths<'_>, args: &mut Vec<String>, not_yet: &mut dyn FnMut(&str)) {
     let n = &c.network;
     if let Some(link) = n.links.first() {
@@ -100,45 +147,20 @@ fn network(c: &MachineConfig, paths: &Paths<'_>, args: &mut Vec<String>, not_yet
             None => not_yet("network.links[0] (no link has its MAC)"),
         }
         let a = &link.addressing;
-        let v4 = a.addresses.iter().find(|c| c.addr.is_ipv4());
-        match v4 {
+        match a.addresses.first() {
             Some(c) => {
                 args.push(format!("cairn.ip={}/{}", c.addr, c.prefix));
                 if let Some(IpAddr::V4(gw)) = a.gateway {
                     args.push(format!("cairn.gw={gw}"));
                 }
-                if a.dhcp {
-                    not_yet("DHCP beside static addresses on one link");
-                }
             }
             None if a.dhcp => args.push("cairn.ip=dhcp".into()),
             None => args.push("cairn.ip=off".into()),
         }
-        if a.addresses.len() > v4.map_or(0, |_| 1) {
-            not_yet("more than one address on a link, and IPv6 addresses");
-        }
-        if !a.routes.is_empty() {
-            not_yet("network.links[0].routes");
-        }
-        if a.mtu.is_some() {
-            not_yet("network.links[0].mtu");
-        }
     }
-    if n.links.len() > 1 {
-        not_yet("network.links past the first");
-    }
-    if !n.vlans.is_empty() {
-        not_yet("network.vlans");
-    }
-    let dns: Vec<String> = n.dns.iter().filter(|a| a.is_ipv4()).map(ToString::to_string).collect();
+    let dns: Vec<String> = n.dns.iter().map(ToString::to_string).collect();
     if !dns.is_empty() {
         args.push(format!("cairn.dns={}", dns.join(",")));
-    }
-    if dns.len() < n.dns.len() {
-        not_yet("IPv6 name servers");
-    }
-    if !n.search.is_empty() {
-        not_yet("network.search");
     }
 }
 
@@ -201,6 +223,30 @@ mod tests {
     }
 
     #[test]
+    fn a_plain_first_link_stays_with_pid_1_and_more_goes_to_netd() {
+        let root = std::env::temp_dir().join(format!("cairn-netd-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        let (services, net, sys, update) = paths(&root);
+        let network = root.join("network.toml");
+        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network };
+        let plain = "version = 1\n[network]\ndns = [\"10.0.2.3\"]\n[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.2.77/24\"]\ngateway = \"10.0.2.2\"\n";
+        let c = cairn_model::config::parse(plain, "plain").unwrap();
+        let (args, _) = apply(&c, &p);
+        assert_eq!(args, ["cairn.iface=eth0", "cairn.ip=10.0.2.77/24", "cairn.gw=10.0.2.2", "cairn.dns=10.0.2.3"]);
+        assert!(!network.exists());
+        let v4 = "addresses = [\"10.0.2.77/24\"]\n";
+        for more in ["mtu = 1400\n", "routes = [{ to = \"10.9.0.0/16\", via = \"10.0.2.1\" }]\n", "dhcp = true\n"] {
+            let c = cairn_model::config::parse(&format!("{plain}{more}"), "more").unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(apply(&c, &p).0, ["cairn.ip=netd"], "{more}");
+            let back = cairn_model::config::parse(&std::fs::read_to_string(&network).unwrap(), "network.toml").unwrap();
+            assert_eq!(back.network, c.network);
+        }
+        let v6 = plain.replace(v4, "addresses = [\"10.0.2.77/24\", \"fd00::7/64\"]\n");
+        assert_eq!(apply(&cairn_model::config::parse(&v6, "v6").unwrap(), &p).0, ["cairn.ip=netd"]);
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
     fn the_example_becomes_settings_specs_and_honest_notes() {
         let root = std::env::temp_dir().join(format!("cairn-apply-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&root);
@@ -211,20 +257,12 @@ mod tests {
         std::fs::write(&update, "ca=/var/lib/cairn/update/ca.pem\nurl=http://old\n").unwrap();
         let text = include_str!("../../docs/machine-config.example.toml");
         let c = cairn_model::config::parse(text, "example").unwrap();
-        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update };
+        let network = root.join("network.toml");
+        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network };
         let (args, notes) = apply(&c, &p);
-        assert_eq!(
-            args,
-            [
-                "cairn.hostname=node-7",
-                "cairn.iface=eth0",
-                "cairn.ip=10.0.2.77/24",
-                "cairn.gw=10.0.2.2",
-                "cairn.dns=10.0.2.3,9.9.9.9",
-                "cairn.enable=admin",
-                "cairn.modules=br_netfilter",
-            ]
-        );
+        assert_eq!(args, ["cairn.hostname=node-7", "cairn.ip=netd", "cairn.enable=admin", "cairn.modules=br_netfilter,8021q"]);
+        let back = cairn_model::config::parse(&std::fs::read_to_string(&network).unwrap(), "network.toml").unwrap();
+        assert_eq!(back.network, c.network, "cairn-netd reads the network as it was written");
         assert!(std::fs::read_to_string(services.join("hello.toml")).unwrap().contains("command"));
         assert_eq!(std::fs::read_to_string(sys.join("net/ipv4/ip_forward")).unwrap(), "1\n");
         assert_eq!(
@@ -232,7 +270,8 @@ mod tests {
             "ca=/var/lib/cairn/update/ca.pem\nurl=https://updates.example/cairn\nchannel=stable\n"
         );
         let said: Vec<&str> = notes.iter().map(|(_, m)| m.as_str()).collect();
-        for what in ["network.vlans", "network.links[0].routes", "network.links[0].mtu", "[cluster]", "[metrics]", "time.ntp"] {
+        assert!(!said.iter().any(|m| m.contains("network")), "{said:?}");
+        for what in ["[cluster]", "[metrics]", "time.ntp"] {
             assert!(said.iter().any(|m| m.contains(what)), "{what} not named in {said:?}");
         }
         std::fs::remove_dir_all(&root).unwrap();

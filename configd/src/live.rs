@@ -69,7 +69,10 @@ pub fn note_booted(generation: u64) {
 /// takes effect only at a boot.
 pub fn reboot_needed(booted: &MachineConfig, new: &MachineConfig, netd: bool) -> Vec<String> {
     let mut out = Vec::new();
-    if booted.network != new.network && !netd {
+    // cairn-netd takes a new network live, but only where it runs before
+    // and after: PID 1 starts it (or its own first-link path) at boot.
+    let live = netd && apply::needs_netd(&booted.network) && apply::needs_netd(&new.network);
+    if booted.network != new.network && !live {
         out.push("network".to_string());
     }
     if booted.modules != new.modules {
@@ -402,7 +405,7 @@ mod tests {
     fn apply_keeps_a_generation_and_says_what_changes() {
         let m = Machine::new("apply");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml") };
         let store = m.store();
         let h = apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         assert!(!h.refused, "{h:?}");
@@ -421,7 +424,7 @@ mod tests {
     fn a_bad_config_changes_nothing_and_is_remembered() {
         let m = Machine::new("bad");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let bad = m.file("bad.toml", "version = 1\nhostnme = \"x\"\nmodules = 3\n[logs]\nlevel = \"loud\"\n");
@@ -442,7 +445,7 @@ mod tests {
     fn a_try_reverts_confirms_and_survives_one_reboot_only() {
         let m = Machine::new("try");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let two = m.file("two.toml", "version = 1\nhostname = \"tried\"\n");
@@ -487,7 +490,7 @@ mod tests {
     fn rollback_goes_back_one_generation_and_not_past_the_first() {
         let m = Machine::new("rollback");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let two = m.file("two.toml", "version = 1\nhostname = \"b\"\n");

@@ -144,6 +144,7 @@ fn boot(phase: Phase) -> Handoff {
         None => {
             live::note_booted(0);
             let _ = std::fs::remove_dir_all(apply::SERVICES_DIR);
+            let _ = std::fs::remove_file(apply::NETWORK_FILE);
             h.logs.push((
                 "warn".into(),
                 format!("no machine config (platform {platform}): DHCP on the first link, shipped services only. Give one with cairn.config.url=, fw_cfg opt/org.cairn/config, a cidata disk or the platform's user data"),

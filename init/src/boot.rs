@@ -116,7 +116,7 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         supervisor.add(spec, now);
     }
     let mut gate = verdict::Gate { loader_failed: loaded.failed, services: loaded.gates, var_is_state: stage2 && mounts::var_is_state() };
-    if let Some(spec) = containerd_spec(&release, &settings) {
+    for spec in [netd_spec(&settings), containerd_spec(&release, &settings)].into_iter().flatten() {
         gate.services.push(spec.name.clone());
         supervisor.add(spec, now);
     }
@@ -294,6 +294,22 @@ fn stage1(release: &str, settings: &Settings) -> ! {
     sys::sync();
     let e = sys::reboot(libc::RB_AUTOBOOT);
     panic!("reboot failed after stage 1 failed: {e}");
+}
+
+/// cairn-netd, when the machine config asks for more than the first link
+/// (`cairn.ip=netd`): a supervised host process, so the work and memory of
+/// many links, VLANs and DHCP options stay out of PID 1. It counts for the
+/// verdict like containerd.
+fn netd_spec(settings: &Settings) -> Option<supervisor::Spec> {
+    const BIN: &str = "/usr/bin/cairn-netd";
+    if settings.net != cmdline::NetMode::Daemon {
+        return None;
+    }
+    if !Path::new(BIN).exists() {
+        // Still supervised, so the verdict counts what is missing.
+        error!("the machine config's network needs {BIN}, which this image lacks; no link is configured");
+    }
+    Some(supervisor::Spec { service: true, capture: true, ..supervisor::Spec::process("netd", vec![BIN.into()]) })
 }
 
 /// containerd for workloads: a supervised host process (not a container: it

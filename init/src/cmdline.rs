@@ -11,6 +11,16 @@ pub enum NetMode {
     Dhcp,
     Static(StaticNet),
     Off,
+    /// `netd`: cairn-netd configures every link (the machine config asks
+    /// for more than the first link); PID 1 only brings up loopback.
+    Daemon,
+}
+
+impl NetMode {
+    /// Whether PID 1 configures no link itself.
+    pub fn hands_off(&self) -> bool {
+        matches!(self, NetMode::Off | NetMode::Daemon)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -33,7 +43,7 @@ pub struct Verity {
 pub struct Settings {
     /// `cairn.hostname=NAME`; default `cairn-` and the last three MAC bytes.
     pub hostname: Option<String>,
-    /// `cairn.ip=dhcp|off|ADDR/PREFIX`; default `dhcp`.
+    /// `cairn.ip=dhcp|off|netd|ADDR/PREFIX`; default `dhcp`.
     pub net: NetMode,
     /// `cairn.gw=ADDR`: the default gateway with a static address.
     pub gateway: Option<Ipv4Addr>,
@@ -184,9 +194,10 @@ fn parse_net(value: &str) -> Result<NetMode, String> {
     match value {
         "dhcp" => return Ok(NetMode::Dhcp),
         "off" => return Ok(NetMode::Off),
+        "netd" => return Ok(NetMode::Daemon),
         _ => {}
     }
-    let bad = || "expected dhcp, off or ADDRESS/PREFIX (like 10.0.2.15/24)".to_string();
+    let bad = || "expected dhcp, off, netd or ADDRESS/PREFIX (like 10.0.2.15/24)".to_string();
     let (addr, prefix) = value.split_once('/').ok_or_else(bad)?;
     let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
     let prefix: u8 = prefix.parse().map_err(|_| bad())?;

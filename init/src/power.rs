@@ -1,7 +1,7 @@
 //! The ACPI power button. The kernel's button driver reports presses through
 //! the `acpi_event` generic netlink family, never as a signal to PID 1.
 
-use crate::net::netlink::{attrs, read_cstr, read_u32, MsgBuilder, NetlinkError, Socket, NLM_F_REQUEST};
+use cairn_netconf::netlink::{attrs, read_cstr, read_u32, MsgBuilder, NetlinkError, Socket, NLM_F_REQUEST};
 use std::os::fd::RawFd;
 use std::time::Duration;
 
@@ -124,7 +124,7 @@ mod tests {
         ev[36..40].copy_from_slice(&0x80u32.to_ne_bytes());
         ev[40..44].copy_from_slice(&1u32.to_ne_bytes());
         let msg = MsgBuilder::new(30, 0, 0).header(&[1, 1, 0, 0]).attr(ACPI_GENL_ATTR_EVENT, &ev).finish();
-        let m = &crate::net::netlink::parse_msgs(&msg)[0];
+        let m = &cairn_netconf::netlink::parse_msgs(&msg)[0];
         let e = decode_event(&m.payload).unwrap();
         assert!(e.is_power_button());
         assert_eq!((e.bus_id.as_str(), e.kind, e.data), ("LNXPWRBN", 0x80, 1));
@@ -133,7 +133,15 @@ mod tests {
     #[test]
     fn short_event_is_ignored() {
         let msg = MsgBuilder::new(30, 0, 0).header(&[1, 1, 0, 0]).attr(ACPI_GENL_ATTR_EVENT, &[0; 30]).finish();
-        let m = &crate::net::netlink::parse_msgs(&msg)[0];
+        let m = &cairn_netconf::netlink::parse_msgs(&msg)[0];
         assert!(decode_event(&m.payload).is_none());
+    }
+
+    proptest::proptest! {
+        /// Whatever the acpi_event family sends, decoding never panics.
+        #[test]
+        fn arbitrary_events(payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120)) {
+            let _ = decode_event(&payload);
+        }
     }
 }

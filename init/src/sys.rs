@@ -3,9 +3,8 @@
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
-use std::time::Duration;
 
 fn cstr(s: &str) -> io::Result<CString> {
     CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in string"))
@@ -164,28 +163,8 @@ pub fn read_signals(fd: &OwnedFd) -> Vec<u32> {
     out
 }
 
-/// poll(2) on a set of fds, each with the events it waits for; returns which
-/// ones have something to say (an event asked for, a hang-up or an error).
-pub fn poll(fds: &[(RawFd, libc::c_short)], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds.iter().map(|&(fd, events)| libc::pollfd { fd, events, revents: 0 }).collect();
-    let ms = timeout.map_or(-1, |t| t.as_millis().min(i32::MAX as u128) as libc::c_int);
-    // SAFETY: `pfds` is a valid array of `pfds.len()` pollfd structs.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, ms) };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
-        }
-        return Err(err);
-    }
-    Ok(pfds.iter().map(|p| p.revents != 0).collect())
-}
-
-/// poll(2) for readability only.
-pub fn poll_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let fds: Vec<(RawFd, libc::c_short)> = fds.iter().map(|&fd| (fd, libc::POLLIN)).collect();
-    poll(&fds, timeout)
-}
+/// poll(2), shared with the network code.
+pub use cairn_netconf::{poll, poll_readable};
 
 /// Returns the heap's free memory to the kernel.
 pub fn trim_heap() {

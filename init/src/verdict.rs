@@ -10,7 +10,6 @@
 //! `cairn.health_timeout`.
 
 use crate::boot::load_module_names;
-use crate::cmdline::NetMode;
 use crate::{net, say, supervisor, sys, Init};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -108,13 +107,14 @@ impl Init {
             return;
         }
         let net_done = self.net_status.is_some()
-            || self.settings.net == NetMode::Off
+            || self.settings.net.hands_off()
             || Instant::now() >= self.net_deadline;
         if !net_done {
             return;
         }
         self.ready = true;
         let ip = match &self.net_status {
+            _ if self.settings.net == crate::cmdline::NetMode::Daemon => " ip=netd".into(),
             Some(net::Status::Configured { addr, prefix, .. }) => format!(" ip={addr}/{prefix}"),
             Some(net::Status::Off) => " ip=off".into(),
             _ => " ip=none".into(),
@@ -149,7 +149,7 @@ impl Init {
         }
         let timed_out = self.boot_started.elapsed() >= self.settings.health_timeout;
         let secs = self.settings.health_timeout.as_secs();
-        let gate = self.gate.check(|n| self.service_up(n), self.net_status.as_ref(), self.settings.net == NetMode::Off);
+        let gate = self.gate.check(|n| self.service_up(n), self.net_status.as_ref(), self.settings.net.hands_off());
         let unhealthy = match gate {
             // After the ready line when it comes (the console tells one
             // story), but an operator's service that gates nothing and never

@@ -107,6 +107,9 @@ pub struct Config {
     /// More options for the user network, each starting with a comma
     /// (`,net=169.254.169.0/24,guestfwd=...`).
     pub netdev: String,
+    /// Run QEMU inside this network namespace (`ip netns exec`), where a
+    /// test's taps and servers live apart from the host's networks.
+    pub netns: Option<String>,
     pub extra_args: Vec<String>,
     /// Bytes appended to the kernel command line as they are: they need not
     /// be UTF-8 (direct boot only).
@@ -153,6 +156,7 @@ impl Config {
             interactive: false,
             allow_reboot: true,
             netdev: String::new(),
+            netns: None,
             extra_args: Vec::new(),
             cmdline_raw: Vec::new(),
         }
@@ -347,7 +351,14 @@ impl Machine {
         std::fs::create_dir_all(&dir)?;
         let qmp_path = dir.join("qmp.sock");
         let shell_path = dir.join("shell.sock");
-        let mut cmd = Command::new("qemu-system-x86_64");
+        let mut cmd = match &cfg.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "qemu-system-x86_64"]);
+                c
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
         cmd.args(["-machine", "q35", "-accel", "tcg,tb-size=256", "-nodefaults", "-no-user-config"])
             .args(["-display", "none", "-smp", &cfg.cpus.to_string(), "-m", &cfg.memory_mb.to_string()]);
         match &cfg.boot {

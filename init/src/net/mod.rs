@@ -3,16 +3,14 @@
 //! thread so PID 1 keeps answering signals while a DHCP server is slow, and
 //! stays there to renew the lease.
 
-pub mod dhcp;
-pub mod netlink;
-pub mod rtnl;
-
 use crate::cmdline::{NetMode, Settings};
 use crate::error_chain;
-use rtnl::{Link, Rtnl};
-use std::io::Write as _;
-use std::net::Ipv4Addr;
+use cairn_netconf::dhcp::{self, session};
+use cairn_netconf::rtnl::{Link, Rtnl};
+use cairn_netconf::{netlink, resolv};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
@@ -23,6 +21,7 @@ pub const RUN_DIR: &str = "/run/cairn";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Status {
     Configured { iface: String, addr: Ipv4Addr, prefix: u8 },
+    /// No link configured here (`cairn.ip=off`, or cairn-netd has them).
     Off,
     Failed(String),
 }
@@ -64,14 +63,14 @@ fn run(settings: &Settings, report: impl Fn(Status)) {
         .clone()
         .unwrap_or_else(|| format!("cairn-{:02x}{:02x}{:02x}", mac[3], mac[4], mac[5]));
     set_hostname(hostname.clone());
-    if settings.net == NetMode::Off {
+    if settings.net.hands_off() {
         return report(Status::Off);
     }
     if let Err(e) = rtnl.set_up(link.index) {
         return report(Status::Failed(format!("cannot bring {} up: {}", link.name, error_chain(&e))));
     }
     match &settings.net {
-        NetMode::Off => {}
+        NetMode::Off | NetMode::Daemon => {}
         NetMode::Static(st) => {
             let result = rtnl.add_addr(link.index, st.addr, st.prefix).map_err(|e| {
                 format!("cannot set {}/{} on {}: {}", st.addr, st.prefix, link.name, error_chain(&e))
@@ -137,241 +136,87 @@ fn set_hostname(name: String) {
 
 /// Writes a file under /run/cairn whole or not at all (temporary name, rename).
 pub fn write_run_file(name: &str, content: &str) -> std::io::Result<()> {
-    std::fs::create_dir_all(RUN_DIR)?;
-    let tmp = format!("{RUN_DIR}/.{name}.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(content.as_bytes())?;
-    drop(f);
-    std::fs::rename(&tmp, format!("{RUN_DIR}/{name}"))
-}
-
-/// The text of resolv.conf. It is read line by line and word by word, so the
-/// search domain is written only when it is a plain DNS name: whatever came
-/// from the network cannot add a line or a word.
-pub fn resolv_conf(dns: &[Ipv4Addr], domain: Option<&str>) -> String {
-    let mut s = String::from("# written by cairn-init\n");
-    if let Some(d) = domain.and_then(|d| dhcp::dns_name(d.as_bytes())) {
-        s.push_str(&format!("search {d}\n"));
-    }
-    for ns in dns.iter().take(3) {
-        s.push_str(&format!("nameserver {ns}\n"));
-    }
-    s
+    resolv::write_atomic(Path::new(RUN_DIR), name, content)
 }
 
 fn write_resolv_conf(dns: &[Ipv4Addr], domain: Option<&str>) {
-    if let Err(e) = write_run_file("resolv.conf", &resolv_conf(dns, domain)) {
+    let servers: Vec<IpAddr> = dns.iter().copied().map(IpAddr::V4).collect();
+    let search: Vec<String> = domain.into_iter().map(str::to_string).collect();
+    if let Err(e) = write_run_file("resolv.conf", &resolv::text("cairn-init", &servers, &search)) {
         warn!("cannot write {RUN_DIR}/resolv.conf: {e}");
     }
 }
 
-/// What a lease sets on the link; a renewal sets only what it changed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Changes {
-    address: bool,
-    route: bool,
-    resolv: bool,
+/// What a lease sets on the first link: its address, a default route via
+/// its router (or the command line's gateway), resolv.conf; the first
+/// outcome goes to the main loop.
+struct FirstLink<'a, R: Fn(Status)> {
+    rtnl: &'a mut Rtnl,
+    link: &'a Link,
+    settings: &'a Settings,
+    report: R,
+    reported: bool,
 }
 
-impl Changes {
-    const ALL: Changes = Changes { address: true, route: true, resolv: true };
-
-    /// What `new` changes against the lease held until now. A new address
-    /// takes the route with it (the kernel drops a route whose gateway is no
-    /// longer reachable), so it is set again too.
-    fn between(old: &dhcp::Lease, new: &dhcp::Lease) -> Changes {
-        let address = old.addr != new.addr || old.prefix != new.prefix;
-        Changes {
-            address,
-            route: address || old.router != new.router,
-            resolv: old.dns != new.dns || old.domain != new.domain,
+impl<R: Fn(Status)> session::Hooks for FirstLink<'_, R> {
+    fn apply(&mut self, lease: &dhcp::Lease, old: Option<&dhcp::Lease>, what: session::Changes) -> Result<(), String> {
+        let (rtnl, link, settings) = (&mut *self.rtnl, self.link, self.settings);
+        if what.address {
+            rtnl.add_addr(link.index, lease.addr, lease.prefix).map_err(|e| {
+                format!("cannot set {}/{} on {}: {}", lease.addr, lease.prefix, link.name, error_chain(&e))
+            })?;
         }
-    }
-}
-
-fn apply_lease(
-    rtnl: &mut Rtnl,
-    link: &Link,
-    lease: &dhcp::Lease,
-    settings: &Settings,
-    what: Changes,
-) -> Result<(), String> {
-    if what.address {
-        rtnl.add_addr(link.index, lease.addr, lease.prefix).map_err(|e| {
-            format!("cannot set {}/{} on {}: {}", lease.addr, lease.prefix, link.name, error_chain(&e))
-        })?;
-    }
-    if what.route {
-        if let Some(gw) = settings.gateway.or(lease.router) {
-            if let Err(e) = rtnl.set_default_route(link.index, gw, true) {
-                warn!("cannot set default route via {gw}: {}", error_chain(&e));
+        if what.route {
+            if let Some(gw) = settings.gateway.or(lease.router) {
+                if let Err(e) = rtnl.set_default_route(link.index, gw, true) {
+                    warn!("cannot set default route via {gw}: {}", error_chain(&e));
+                }
+            }
+            // A new address took the old route with it; otherwise a router
+            // the server no longer names is removed here (none from the
+            // command line).
+            let router_gone = !what.address && settings.gateway.is_none() && lease.router.is_none();
+            if let (true, Some(old)) = (router_gone, old.and_then(|o| o.router)) {
+                warn!("DHCP server no longer names a router on {}; default route via {old} removed", link.name);
+                if let Err(e) = rtnl.del_default_route(link.index, old) {
+                    warn!("cannot remove the default route via {old}: {}", error_chain(&e));
+                }
             }
         }
+        if what.resolv {
+            let dns = if settings.dns.is_empty() { &lease.dns } else { &settings.dns };
+            write_resolv_conf(dns, lease.domain.as_deref());
+        }
+        Ok(())
     }
-    if what.resolv {
-        let dns = if settings.dns.is_empty() { &lease.dns } else { &settings.dns };
-        write_resolv_conf(dns, lease.domain.as_deref());
+
+    fn remove(&mut self, lease: &dhcp::Lease) {
+        let _ = self.rtnl.del_addr(self.link.index, lease.addr, lease.prefix);
     }
-    Ok(())
+
+    fn outcome(&mut self, result: Result<&dhcp::Lease, &str>) {
+        // Until the first outcome the ready line waits on us; after it, a
+        // success (DHCP answered after a retry) still counts for the verdict.
+        match result {
+            Ok(l) => {
+                (self.report)(Status::Configured { iface: self.link.name.clone(), addr: l.addr, prefix: l.prefix });
+                self.reported = true;
+            }
+            Err(why) if !self.reported => {
+                (self.report)(Status::Failed(why.to_string()));
+                self.reported = true;
+            }
+            Err(_) => {}
+        }
+    }
 }
 
-fn dhcp_loop(
-    rtnl: &mut Rtnl,
-    link: &Link,
-    mac: [u8; 6],
-    hostname: String,
-    settings: &Settings,
-    report: impl Fn(Status),
-) {
+fn dhcp_loop(rtnl: &mut Rtnl, link: &Link, mac: [u8; 6], hostname: String, settings: &Settings, report: impl Fn(Status)) {
     let mut client = match dhcp::Client::new(&link.name, mac, Some(hostname)) {
         Ok(c) => c,
         Err(e) => return report(Status::Failed(error_chain(&e))),
     };
-    let mut reported = false;
-    let mut retry = Duration::from_secs(1);
-    loop {
-        // Until the first lease, the ready line waits on us, so give up on the
-        // exchange at net_timeout and report; then keep trying in the background.
-        let limit = if reported { Duration::from_secs(60) } else { settings.net_timeout.max(Duration::from_secs(1)) };
-        let lease = match client.acquire(Instant::now() + limit) {
-            Ok(l) => l,
-            Err(e) => {
-                warn!("DHCP on {}: {}; retrying in {retry:?}", link.name, error_chain(&e));
-                if !reported {
-                    report(Status::Failed(error_chain(&e)));
-                    reported = true;
-                }
-                std::thread::sleep(retry);
-                retry = (retry * 2).min(Duration::from_secs(60));
-                continue;
-            }
-        };
-        retry = Duration::from_secs(1);
-        if let Err(e) = apply_lease(rtnl, link, &lease, settings, Changes::ALL) {
-            warn!("{e}");
-            if !reported {
-                report(Status::Failed(e));
-                reported = true;
-            }
-            std::thread::sleep(Duration::from_secs(5));
-            continue;
-        }
-        info!("network configured iface={} {} source=dhcp server={}", link.name, describe(&lease), lease.server);
-        report(Status::Configured { iface: link.name.clone(), addr: lease.addr, prefix: lease.prefix });
-        reported = true;
-        hold_lease(rtnl, link, &mut client, lease, settings);
-    }
-}
-
-fn describe(lease: &dhcp::Lease) -> String {
-    format!(
-        "addr={}/{} gw={} dns={} lease={}s",
-        lease.addr,
-        lease.prefix,
-        lease.router.map_or("none".into(), |g| g.to_string()),
-        lease.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","),
-        lease.lease_secs
-    )
-}
-
-/// Keeps a lease: renews with the server at T1, rebinds by broadcast at T2,
-/// drops the address when it expires. A renewal that moves the address, the
-/// router or the name servers applies what it moved. Returns when the lease
-/// is gone.
-fn hold_lease(rtnl: &mut Rtnl, link: &Link, client: &mut dhcp::Client, mut lease: dhcp::Lease, settings: &Settings) {
-    loop {
-        let got = Instant::now();
-        let t1 = got + Duration::from_secs(u64::from(lease.t1_secs));
-        let t2 = got + Duration::from_secs(u64::from(lease.t2_secs));
-        let end = got + Duration::from_secs(u64::from(lease.lease_secs));
-        std::thread::sleep(t1.saturating_duration_since(Instant::now()));
-        let renewed = client
-            .renew(&lease, lease.server, t2)
-            .or_else(|_| client.renew(&lease, Ipv4Addr::BROADCAST, end));
-        let new = match renewed {
-            Ok(new) => new,
-            Err(e) => {
-                warn!("DHCP lease on {} expired: {}; address {} removed", link.name, error_chain(&e), lease.addr);
-                let _ = rtnl.del_addr(link.index, lease.addr, lease.prefix);
-                return;
-            }
-        };
-        let what = Changes::between(&lease, &new);
-        if what.address {
-            warn!("DHCP server moved {} from {}/{} to {}/{}", link.name, lease.addr, lease.prefix, new.addr, new.prefix);
-            let _ = rtnl.del_addr(link.index, lease.addr, lease.prefix);
-        }
-        if let Err(e) = apply_lease(rtnl, link, &new, settings, what) {
-            warn!("{e}");
-            return;
-        }
-        // A new address took the old route with it; otherwise a router the
-        // server no longer names is removed here (none from the command line).
-        let router_gone = what.route && !what.address && settings.gateway.is_none() && new.router.is_none();
-        if let (true, Some(old)) = (router_gone, lease.router) {
-            warn!("DHCP server no longer names a router on {}; default route via {old} removed", link.name);
-            if let Err(e) = rtnl.del_default_route(link.index, old) {
-                warn!("cannot remove the default route via {old}: {}", error_chain(&e));
-            }
-        }
-        info!("DHCP lease renewed iface={} {}", link.name, describe(&new));
-        lease = new;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn resolv_conf_lists_search_and_at_most_three_servers() {
-        let dns: Vec<Ipv4Addr> = (1..=4).map(|i| Ipv4Addr::new(10, 0, 0, i)).collect();
-        let text = resolv_conf(&dns, Some("lan"));
-        assert_eq!(
-            text,
-            "# written by cairn-init\nsearch lan\nnameserver 10.0.0.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"
-        );
-    }
-
-    #[test]
-    fn resolv_conf_never_takes_a_line_or_word_from_the_domain() {
-        let dns = [Ipv4Addr::new(10, 0, 2, 3)];
-        for bad in ["lan\nnameserver 6.6.6.6", "lan evil.example", "lan\roptions debug", "lan#"] {
-            assert_eq!(resolv_conf(&dns, Some(bad)), "# written by cairn-init\nnameserver 10.0.2.3\n", "{bad:?}");
-        }
-    }
-
-    fn lease() -> dhcp::Lease {
-        dhcp::Lease {
-            addr: Ipv4Addr::new(10, 0, 2, 15),
-            prefix: 24,
-            router: Some(Ipv4Addr::new(10, 0, 2, 2)),
-            dns: vec![Ipv4Addr::new(10, 0, 2, 3)],
-            server: Ipv4Addr::new(10, 0, 2, 2),
-            lease_secs: 3600,
-            t1_secs: 1800,
-            t2_secs: 3150,
-            hostname: None,
-            domain: Some("lan".into()),
-        }
-    }
-
-    #[test]
-    fn a_renewal_applies_what_it_changes() {
-        let old = lease();
-        let none = Changes { address: false, route: false, resolv: false };
-        assert_eq!(Changes::between(&old, &dhcp::Lease { lease_secs: 7200, ..lease() }), none);
-        let router = dhcp::Lease { router: Some(Ipv4Addr::new(10, 0, 2, 1)), ..lease() };
-        assert_eq!(Changes::between(&old, &router), Changes { route: true, ..none });
-        let no_router = dhcp::Lease { router: None, ..lease() };
-        assert_eq!(Changes::between(&old, &no_router), Changes { route: true, ..none });
-        let dns = dhcp::Lease { dns: vec![Ipv4Addr::new(1, 1, 1, 1)], ..lease() };
-        assert_eq!(Changes::between(&old, &dns), Changes { resolv: true, ..none });
-        let domain = dhcp::Lease { domain: None, ..lease() };
-        assert_eq!(Changes::between(&old, &domain), Changes { resolv: true, ..none });
-        let prefix = dhcp::Lease { prefix: 16, ..lease() };
-        assert_eq!(Changes::between(&old, &prefix), Changes { address: true, route: true, ..none });
-        let moved = dhcp::Lease { addr: Ipv4Addr::new(10, 0, 2, 16), ..lease() };
-        assert_eq!(Changes::between(&old, &moved), Changes { address: true, route: true, ..none });
-    }
+    let mut hooks = FirstLink { rtnl, link, settings, report, reported: false };
+    let timing = session::Timing { first: settings.net_timeout, retry: Duration::from_secs(60) };
+    session::run(&mut client, &mut hooks, timing);
 }

@@ -153,15 +153,26 @@ fn addressing(w: &mut Walk<'_>, at: At<'_>) -> Addressing {
         let to = w.string(r, "to").and_then(|(s, span, p)| parse_cidr(&s).map_err(|m| w.problem(span, &p, m)).ok());
         let via = ip(w, r, "via");
         if r.table.get("to").is_none() || r.table.get("via").is_none() {
-            w.problem(span, &path, "a route needs both `to` and `via`");
+            w.problem(span.clone(), &path, "a route needs both `to` and `via`");
         }
-        if let (Some(to), Some(via)) = (to, via) {
-            routes.push(Route { to, via });
+        match (to, via) {
+            (Some(to), Some(via)) if to.addr.is_ipv4() != via.is_ipv4() => {
+                w.problem(span, &path, format!("`via` {via} and `to` {}/{} are not of one address family", to.addr, to.prefix));
+            }
+            (Some(to), Some(via)) => routes.push(Route { to, via }),
+            _ => {}
         }
     }
     let mtu = w.integer(at, "mtu", 68, 9216).map(|m| m as u16);
     if !dhcp && addresses.is_empty() && (gateway.is_some() || !routes.is_empty()) {
         w.problem(at.range(), at.path, "a gateway or routes with neither dhcp nor addresses cannot be reached");
+    } else if let Some(g) = gateway {
+        let same_family = addresses.iter().any(|c| c.addr.is_ipv4() == g.is_ipv4());
+        if !same_family && !(g.is_ipv4() && dhcp) {
+            let why = if g.is_ipv4() { "an IPv4 address or dhcp" } else { "an IPv6 address (there is no DHCPv6)" };
+            let span = at.table.get("gateway").and_then(super::walk::span_of);
+            w.problem(span, &join(at.path, "gateway"), format!("gateway {g} needs {why} on the same link"));
+        }
     }
     Addressing { dhcp, addresses, gateway, routes, mtu }
 }
@@ -191,6 +202,9 @@ fn network(w: &mut Walk<'_>, at: At<'_>) -> Network {
         };
         let addressing = addressing(w, l);
         if let Some(matches) = matches {
+            if let Some(first) = links.iter().position(|k: &Link| k.matches == matches) {
+                w.problem(span.clone(), &path, format!("picks the same link as network.links[{first}]"));
+            }
             links.push(Link { matches, addressing });
         }
     }
@@ -208,7 +222,14 @@ fn network(w: &mut Walk<'_>, at: At<'_>) -> Network {
         }
         let addressing = addressing(w, v);
         if let (Some(name), Some(link), Some(id)) = (name, link, id) {
-            vlans.push(Vlan { name, link, id: id as u16, addressing });
+            let id = id as u16;
+            let taken = vlans.iter().position(|v: &Vlan| v.name == name).map(|i| format!("network.vlans[{i}] has that name"))
+                .or_else(|| vlans.iter().position(|v| v.link == link && v.id == id).map(|i| format!("network.vlans[{i}] is VLAN {id} on {link} already")))
+                .or_else(|| links.iter().position(|l| l.matches == LinkMatch::Name(name.clone())).map(|i| format!("network.links[{i}] is a link of that name")));
+            if let Some(why) = taken {
+                w.problem(span.clone(), &path, format!("VLAN {name:?}: {why}"));
+            }
+            vlans.push(Vlan { name, link, id, addressing });
         }
     }
     let mut dns = Vec::new();

@@ -17,6 +17,7 @@
 
 mod check;
 pub mod handoff;
+pub mod network_text;
 mod walk;
 #[cfg(test)]
 mod tests;

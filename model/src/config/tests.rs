@@ -142,3 +142,19 @@ fn arbitrary_text_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_network_that_cannot_work_is_refused_with_its_places() {
+    let text = "version = 1\n[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.0.2/24\"]\ngateway = \"fd00::1\"\n\
+                routes = [{ to = \"10.9.0.0/16\", via = \"fd00::1\" }]\n[[network.links]]\nname = \"eth0\"\n\
+                [[network.vlans]]\nname = \"eth0\"\nlink = \"eth0\"\nid = 5\n";
+    let p = problems(text).join("\n");
+    for want in [
+        "m.toml:6:11: network.links[0].routes[0]: `via` fd00::1 and `to` 10.9.0.0/16 are not of one address family",
+        ": network.links[0].gateway: gateway fd00::1 needs an IPv6 address (there is no DHCPv6) on the same link",
+        ": network.links[1]: picks the same link as network.links[0]",
+        ": network.vlans[0]: VLAN \"eth0\": network.links[0] is a link of that name",
+    ] {
+        assert!(p.contains(want), "{want:?} not in:\n{p}");
+    }
+}

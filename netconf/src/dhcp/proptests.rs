@@ -83,4 +83,52 @@ proptest! {
         prop_assert_eq!(l.domain.as_deref(), Some(domain.as_str()));
         check(&p)?;
     }
+
+    /// Options 119 and 121 on any bytes: a list or a reason, never a panic,
+    /// and what is accepted is plain names and routes with clean prefixes.
+    #[test]
+    fn search_and_classless_on_arbitrary_bytes(v in prop::collection::vec(any::<u8>(), 0..80)) {
+        match options::search_list(&v) {
+            Ok(names) => for n in &names {
+                prop_assert!(dns_name(n.as_bytes()).as_deref() == Some(n.as_str()), "{n:?}");
+            },
+            Err(e) => prop_assert!(!e.is_empty()),
+        }
+        match options::classless_routes(&v) {
+            Ok(routes) => for r in routes {
+                prop_assert!(r.prefix <= 32);
+                let mask = if r.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(r.prefix)) };
+                prop_assert_eq!(u32::from(r.dest) & !mask, 0);
+            },
+            Err(e) => prop_assert!(!e.is_empty()),
+        }
+    }
+
+    /// Routes written as RFC 3442 says come back as they went in, and in a
+    /// reply they replace the router.
+    #[test]
+    fn classless_routes_round_trip(routes in prop::collection::vec((0u8..=32, any::<[u8; 4]>(), any::<[u8; 4]>()), 0..6)) {
+        let mut v = Vec::new();
+        let mut want = Vec::new();
+        for (prefix, dest, gw) in routes {
+            let mask = if prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(prefix)) };
+            let dest = Ipv4Addr::from(u32::from_be_bytes(dest) & mask);
+            let gw = Ipv4Addr::from(gw);
+            if gw.is_broadcast() || gw.is_multicast() || gw.is_loopback() {
+                continue;
+            }
+            v.push(prefix);
+            v.extend_from_slice(&dest.octets()[..usize::from(prefix).div_ceil(8)]);
+            v.extend_from_slice(&gw.octets());
+            want.push(options::Route { dest, prefix, gateway: gw });
+        }
+        prop_assert_eq!(options::classless_routes(&v), Ok(want.clone()));
+        let p = reply_with(5, 9, [2, 0, 0, 0, 0, 1], &[(OPT_ROUTER, &[10, 0, 2, 2]), (OPT_CLASSLESS, &v)]);
+        let l = decode(&p).map_err(|e| TestCaseError::fail(e.to_string()))?.lease;
+        if !want.is_empty() {
+            let got = l.effective_routes();
+            prop_assert_eq!(got.len(), want.len());
+            prop_assert!(want.iter().all(|r| got.contains(r)));
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use super::{decode, encode, Lease, MsgType, Request};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::FromRawFd;
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
@@ -30,33 +30,59 @@ pub struct Client {
     mac: [u8; 6],
     hostname: Option<String>,
     xid: u32,
+    extended: bool,
 }
 
-fn bind_to_device(sock: &UdpSocket, iface: &str) -> io::Result<()> {
+/// A UDP socket on port 68 of one link. The device is bound before the
+/// port, so a client on each link can hold port 68 at once (the kernel only
+/// lets sockets share a port when each is bound to its own device).
+fn link_socket(iface: &str) -> io::Result<UdpSocket> {
+    // SAFETY: plain socket(2); the fd is checked, then owned by `sock`.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh socket nothing else owns.
+    let sock = unsafe { UdpSocket::from_raw_fd(fd) };
     // SAFETY: the option value is the interface name's bytes, valid for the call.
     let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            iface.as_ptr().cast(),
-            iface.len() as u32,
-        )
+        libc::setsockopt(fd, libc::SOL_SOCKET, libc::SO_BINDTODEVICE, iface.as_ptr().cast(), iface.len() as u32)
     };
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
-    Ok(())
+    let addr = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: 68u16.to_be(),
+        sin_addr: libc::in_addr { s_addr: 0 },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `addr` is a valid sockaddr_in and its size is passed.
+    let rc = unsafe { libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), std::mem::size_of::<libc::sockaddr_in>() as u32) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sock)
 }
 
 impl Client {
     pub fn new(iface: &str, mac: [u8; 6], hostname: Option<String>) -> Result<Client, DhcpError> {
         let wrap = |source| DhcpError::Socket { iface: iface.to_string(), source };
-        let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).map_err(wrap)?;
+        let sock = link_socket(iface).map_err(wrap)?;
         sock.set_broadcast(true).map_err(wrap)?;
-        bind_to_device(&sock, iface).map_err(wrap)?;
-        let seed = crate::sys::boottime_ms() as u32 ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
-        Ok(Client { sock, iface: iface.to_string(), mac, hostname, xid: seed })
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        let seed = now.subsec_nanos() ^ u32::from_be_bytes([mac[2], mac[3], mac[4], mac[5]]);
+        Ok(Client { sock, iface: iface.to_string(), mac, hostname, xid: seed, extended: false })
+    }
+
+    /// Asks for the MTU, the search list and classless routes too.
+    pub fn extended(mut self) -> Client {
+        self.extended = true;
+        self
+    }
+
+    pub fn iface(&self) -> &str {
+        &self.iface
     }
 
     fn exchange(
@@ -118,6 +144,7 @@ impl Client {
             requested: None,
             server: None,
             hostname: hostname.as_deref(),
+            extended: self.extended,
         };
         let offer = self.exchange(&req, Ipv4Addr::BROADCAST, MsgType::Offer, deadline)?;
         req.kind = MsgType::Request;
@@ -139,6 +166,7 @@ impl Client {
             requested: None,
             server: None,
             hostname: hostname.as_deref(),
+            extended: self.extended,
         };
         self.exchange(&req, to, MsgType::Ack, deadline)
     }

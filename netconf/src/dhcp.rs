@@ -5,10 +5,16 @@
 //! from it is trusted: option lengths are checked, names that end up in
 //! line-based files (`resolv.conf`) must be plain DNS names, and lease times
 //! are brought into an order the renewal loop can live with.
+//!
+//! cairn-init asks only for what its first link needs; cairn-netd also asks
+//! for the MTU (26), the search list (119) and classless routes (121).
 
 mod client;
+mod options;
+pub mod session;
 
 pub use client::Client;
+pub use options::{Route, MAX_SEARCH};
 
 use std::net::Ipv4Addr;
 
@@ -19,6 +25,7 @@ const OPT_ROUTER: u8 = 3;
 const OPT_DNS: u8 = 6;
 const OPT_HOSTNAME: u8 = 12;
 const OPT_DOMAIN: u8 = 15;
+const OPT_MTU: u8 = 26;
 const OPT_REQUESTED_IP: u8 = 50;
 const OPT_LEASE: u8 = 51;
 const OPT_MSG_TYPE: u8 = 53;
@@ -27,7 +34,13 @@ const OPT_PARAMS: u8 = 55;
 const OPT_T1: u8 = 58;
 const OPT_T2: u8 = 59;
 const OPT_CLIENT_ID: u8 = 61;
+const OPT_SEARCH: u8 = 119;
+const OPT_CLASSLESS: u8 = 121;
 const OPT_END: u8 = 255;
+/// What every client asks for.
+const PARAMS: [u8; 8] = [OPT_SUBNET, OPT_ROUTER, OPT_DNS, OPT_HOSTNAME, OPT_DOMAIN, OPT_LEASE, OPT_T1, OPT_T2];
+/// What an extended client asks for beside.
+const EXTENDED_PARAMS: [u8; 3] = [OPT_MTU, OPT_SEARCH, OPT_CLASSLESS];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MsgType {
@@ -68,6 +81,29 @@ pub struct Lease {
     pub t2_secs: u32,
     pub hostname: Option<String>,
     pub domain: Option<String>,
+    /// Option 26: the link's MTU, 68 at least.
+    pub mtu: Option<u16>,
+    /// Option 119: the domain search list, each a plain DNS name.
+    pub search: Vec<String>,
+    /// Option 121: classless static routes. When the server sends them, RFC
+    /// 3442 says they replace the router of option 3.
+    pub routes: Vec<Route>,
+}
+
+impl Lease {
+    /// The routes this lease sets: option 121's when there are any (a
+    /// gateway of 0.0.0.0 is on the link), else a default route via the
+    /// router. On-link routes come first, so the gateways behind them are
+    /// reachable when their routes are added (a /32 lease).
+    pub fn effective_routes(&self) -> Vec<Route> {
+        if self.routes.is_empty() {
+            let default = |gw| Route { dest: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway: gw };
+            return self.router.map(default).into_iter().collect();
+        }
+        let mut r = self.routes.clone();
+        r.sort_by_key(|r| !r.gateway.is_unspecified());
+        r
+    }
 }
 
 /// A client message.
@@ -79,6 +115,8 @@ pub struct Request<'a> {
     pub requested: Option<Ipv4Addr>,
     pub server: Option<Ipv4Addr>,
     pub hostname: Option<&'a str>,
+    /// Ask for options 26, 119 and 121 too.
+    pub extended: bool,
 }
 
 pub fn encode(r: &Request<'_>) -> Vec<u8> {
@@ -111,9 +149,10 @@ pub fn encode(r: &Request<'_>) -> Vec<u8> {
         p.extend_from_slice(&[OPT_HOSTNAME, h.len() as u8]);
         p.extend_from_slice(h);
     }
-    p.extend_from_slice(&[
-        OPT_PARAMS, 8, OPT_SUBNET, OPT_ROUTER, OPT_DNS, OPT_HOSTNAME, OPT_DOMAIN, OPT_LEASE, OPT_T1, OPT_T2,
-    ]);
+    let extra: &[u8] = if r.extended { &EXTENDED_PARAMS } else { &[] };
+    p.extend_from_slice(&[OPT_PARAMS, (PARAMS.len() + extra.len()) as u8]);
+    p.extend_from_slice(&PARAMS);
+    p.extend_from_slice(extra);
     p.push(OPT_END);
     // Some servers drop requests shorter than a BOOTP packet.
     if p.len() < 300 {
@@ -240,9 +279,14 @@ pub fn decode(p: &[u8]) -> Result<Reply, DecodeError> {
         t2_secs: 0,
         hostname: None,
         domain: None,
+        mtu: None,
+        search: Vec::new(),
+        routes: Vec::new(),
     };
     let mut kind = None;
     let mut ignored = Vec::new();
+    // RFC 3396: a long option comes split in pieces of one code, joined here.
+    let (mut search, mut classless) = (None::<Vec<u8>>, None::<Vec<u8>>);
     let mut opts = &p[240..];
     while let Some((&code, rest)) = opts.split_first() {
         match code {
@@ -287,7 +331,25 @@ pub fn decode(p: &[u8]) -> Result<Reply, DecodeError> {
                     lease.domain = name;
                 }
             }
+            OPT_MTU => match val.try_into().map(u16::from_be_bytes) {
+                Ok(m) if m >= 68 => lease.mtu = Some(m),
+                _ => ignored.push(format!("option 26 {val:02x?} is not an MTU of 68 or more")),
+            },
+            OPT_SEARCH => search.get_or_insert_with(Vec::new).extend_from_slice(val),
+            OPT_CLASSLESS => classless.get_or_insert_with(Vec::new).extend_from_slice(val),
             _ => {}
+        }
+    }
+    if let Some(v) = search {
+        match options::search_list(&v) {
+            Ok(names) => lease.search = names,
+            Err(why) => ignored.push(format!("option 119: {why}")),
+        }
+    }
+    if let Some(v) = classless {
+        match options::classless_routes(&v) {
+            Ok(routes) => lease.routes = routes,
+            Err(why) => ignored.push(format!("option 121: {why}")),
         }
     }
     let kind = kind.ok_or(DecodeError::NoType)?;

@@ -58,6 +58,16 @@ impl MsgBuilder {
         self.attr(kind, &b)
     }
 
+    /// A builder for the attributes inside a nested attribute.
+    pub fn nested() -> MsgBuilder {
+        MsgBuilder { buf: Vec::new() }
+    }
+
+    /// The attributes of a nested builder, to pass to [`MsgBuilder::attr`].
+    pub fn into_attrs(self) -> Vec<u8> {
+        self.buf
+    }
+
     pub fn finish(mut self) -> Vec<u8> {
         let len = self.buf.len() as u32;
         self.buf[0..4].copy_from_slice(&len.to_ne_bytes());
@@ -199,7 +209,7 @@ impl Socket {
 
     /// Receives one datagram, waiting at most `timeout`.
     pub fn recv(&self, timeout: Duration) -> Result<Vec<Msg>, NetlinkError> {
-        let ready = crate::sys::poll_readable(&[self.raw_fd()], Some(timeout))?;
+        let ready = crate::poll_readable(&[self.raw_fd()], Some(timeout))?;
         if !ready[0] {
             return Err(NetlinkError::Timeout(timeout));
         }

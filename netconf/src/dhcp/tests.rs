@@ -152,6 +152,7 @@ fn encodes_discover_with_broadcast_flag_and_options() {
         requested: Some(Ipv4Addr::new(10, 0, 2, 15)),
         server: None,
         hostname: Some("node"),
+        extended: false,
     });
     assert!(p.len() >= 300);
     assert_eq!(&p[4..8], &[1, 2, 3, 4]);
@@ -161,4 +162,56 @@ fn encodes_discover_with_broadcast_flag_and_options() {
     let opts = &p[240..];
     assert!(opts.windows(6).any(|w| w == [OPT_REQUESTED_IP, 4, 10, 0, 2, 15]));
     assert!(opts.windows(6).any(|w| w == [OPT_HOSTNAME, 4, b'n', b'o', b'd', b'e']));
+}
+
+#[test]
+fn an_extended_client_asks_for_mtu_search_and_classless_routes() {
+    let req = |extended| Request {
+        kind: MsgType::Discover,
+        xid: 1,
+        mac: MAC,
+        ciaddr: Ipv4Addr::UNSPECIFIED,
+        requested: None,
+        server: None,
+        hostname: None,
+        extended,
+    };
+    let params = |p: &[u8]| p.windows(2).position(|w| w[0] == OPT_PARAMS).map(|i| p[i + 2..i + 2 + usize::from(p[i + 1])].to_vec());
+    assert_eq!(params(&encode(&req(false))), Some(PARAMS.to_vec()));
+    let ext = params(&encode(&req(true))).unwrap();
+    assert!(ext.ends_with(&[OPT_MTU, OPT_SEARCH, OPT_CLASSLESS]), "{ext:?}");
+}
+
+#[test]
+fn a_slash_32_lease_with_an_on_link_gateway() {
+    // 10.128.0.5/32; 10.128.0.1 on the link, the default route behind it;
+    // option 121 replaces the router of option 3.
+    let classless = [0, 10, 128, 0, 1, 32, 10, 128, 0, 1, 0, 0, 0, 0];
+    let mut search = options::tests::wire("lab.example");
+    search.extend_from_slice(&[4, b'c', b'o', b'r', b'p', 0xc0, 4]);
+    let l = ack(&[
+        (OPT_SUBNET, &[255, 255, 255, 255]),
+        (OPT_ROUTER, &[10, 0, 2, 2]),
+        (OPT_CLASSLESS, &classless),
+        (OPT_MTU, &[5, 120]),
+        (OPT_SEARCH, &search),
+    ])
+    .unwrap();
+    assert_eq!((l.prefix, l.mtu), (32, Some(1400)));
+    assert_eq!(l.search, ["lab.example", "corp.example"]);
+    let on_link = Route { dest: Ipv4Addr::new(10, 128, 0, 1), prefix: 32, gateway: Ipv4Addr::UNSPECIFIED };
+    let default = Route { dest: Ipv4Addr::UNSPECIFIED, prefix: 0, gateway: Ipv4Addr::new(10, 128, 0, 1) };
+    assert_eq!(l.effective_routes(), [on_link, default]);
+    let plain = ack(&[(OPT_ROUTER, &[10, 0, 2, 2])]).unwrap();
+    assert_eq!(plain.effective_routes(), [Route { gateway: Ipv4Addr::new(10, 0, 2, 2), ..default }]);
+}
+
+#[test]
+fn a_long_option_split_in_two_is_joined_and_a_bad_one_left_out() {
+    let classless = [24, 192, 168, 9, 10, 0, 2, 2];
+    let l = ack(&[(OPT_CLASSLESS, &classless[..3]), (OPT_CLASSLESS, &classless[3..])]).unwrap();
+    assert_eq!(l.routes.len(), 1);
+    let r = decode(&reply_with(5, 1, MAC, &[(OPT_CLASSLESS, &[24, 1]), (OPT_MTU, &[0, 10])])).unwrap();
+    assert!(r.lease.routes.is_empty() && r.lease.mtu.is_none());
+    assert!(r.ignored.iter().any(|w| w.starts_with("option 121")) && r.ignored.iter().any(|w| w.starts_with("option 26")), "{:?}", r.ignored);
 }
