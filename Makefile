@@ -6,6 +6,10 @@ SHELL := /bin/bash
 TARGET := x86_64-unknown-linux-gnu
 RELEASE := $(shell sed -n 's/^release=//p' kernel-config/kernel.lock)
 KERNEL_DIR := build/kernel
+# The metal disk's kernel (Debian's generic one): docs/hardware.md.
+METAL_RELEASE := $(shell sed -n 's/^release=//p' kernel-config/kernel-metal.lock)
+METAL_KERNEL_DIR := build/kernel-metal
+METAL := build/metal
 DEBROOT := build/debroot
 INIT_BIN := target/$(TARGET)/release/cairn-init
 CTL_BIN := target/$(TARGET)/release/cairnctl
@@ -39,7 +43,9 @@ deps:
 
 kernel: deps
 	@kernel-config/fetch-kernel $(KERNEL_DIR)
+	@kernel-config/fetch-kernel $(METAL_KERNEL_DIR) kernel-config/kernel-metal.lock
 	@$(CARGO) run -q --release -p cairn-kconfig -- check $(KERNEL_DIR)/boot/config-$(RELEASE)
+	@$(CARGO) run -q --release -p cairn-kconfig -- check $(METAL_KERNEL_DIR)/boot/config-$(METAL_RELEASE)
 
 STATIC := RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
 # The fault-injection cairnctl first, so $(CTL_BIN) is the production one
@@ -75,6 +81,17 @@ image: kernel debs build keys
 		--cmdline "$(CMDLINE)" --cmdline-out out/cmdline --qcow2 out/cairn.qcow2 --version $(VERSION)
 	$(IMAGE) disk --out build/cairn-debug.raw --root build/test-root.img --vmlinuz out/vmlinuz --initramfs out/initramfs-debug.img \
 		--cmdline "$(CMDLINE) cairn.debug=shell" --qcow2 out/cairn-debug.qcow2 --version $(VERSION)
+	@# The metal disk: the same root contents on the generic kernel, and its
+	@# debug twin (the same root, a busybox initramfs) for the tests.
+	@mkdir -p $(METAL)
+	cp $(METAL_KERNEL_DIR)/boot/vmlinuz-$(METAL_RELEASE) $(METAL)/vmlinuz
+	$(IMAGE) initramfs --out $(METAL)/initramfs.img --init $(INIT_BIN) --kernel $(METAL_KERNEL_DIR)
+	$(IMAGE) initramfs --out $(METAL)/initramfs-debug.img --init $(INIT_BIN) --kernel $(METAL_KERNEL_DIR) --busybox /bin/busybox
+	$(IMAGE) root --out $(METAL)/root.img $(subst --kernel $(KERNEL_DIR),--kernel $(METAL_KERNEL_DIR),$(ROOT_ARGS)) --services services --version $(VERSION)
+	$(IMAGE) disk --out out/cairn-metal.raw --root $(METAL)/root.img --vmlinuz $(METAL)/vmlinuz --initramfs $(METAL)/initramfs.img \
+		--cmdline "$(CMDLINE)" --version $(VERSION)
+	$(IMAGE) disk --out $(METAL)/cairn-metal-debug.raw --root $(METAL)/root.img --vmlinuz $(METAL)/vmlinuz --initramfs $(METAL)/initramfs-debug.img \
+		--cmdline "$(CMDLINE) cairn.debug=shell" --qcow2 out/cairn-metal-debug.qcow2 --version $(VERSION)
 
 # Every cloud format from the one disk, with SHA256SUMS and a signed
 # manifest (docs/images.md).

@@ -94,7 +94,10 @@ pub fn bundle(a: &Args) -> Result<()> {
         Ok(Payload { file, size, sha256 })
     };
     let r = payload(root, "root.img")?;
-    let kernel = payload(a.path("vmlinuz")?, "vmlinuz")?;
+    let vmlinuz = a.path("vmlinuz")?;
+    let kernel_release = cairn_kconfig::bzimage_release(&read(&vmlinuz)?)
+        .with_context(|| format!("{} is not a bzImage that names its release", vmlinuz.display()))?;
+    let kernel = payload(vmlinuz, "vmlinuz")?;
     let initramfs = payload(a.path("initramfs")?, "initramfs.img")?;
     let m = Manifest {
         version,
@@ -102,6 +105,7 @@ pub fn bundle(a: &Args) -> Result<()> {
         build_id: a.opt("build-id").unwrap_or("local").to_string(),
         expires,
         cmdline: a.opt("cmdline").context("--cmdline is required")?.trim().to_string(),
+        kernel_release: Some(kernel_release),
         root: RootPayload {
             file: r.file,
             size: r.size,

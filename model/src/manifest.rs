@@ -7,6 +7,8 @@
 //! expires = 1735000000            # Unix seconds; refused after
 //! cmdline = "console=ttyS0 quiet" # kernel options of the new slot, before
 //!                                 # cairn.slot and the verity parameters
+//! kernel_release = "6.1.0-50-cloud-amd64" # the kernel's own version string;
+//!                                 # absent in older bundles (cloud kernel)
 //! [root]                          # erofs + dm-verity tree, for the slot partition
 //! file = "cairn-0.2.0-root.img"
 //! size = 62914560
@@ -90,6 +92,8 @@ struct Raw {
     build_id: String,
     expires: u64,
     cmdline: String,
+    #[serde(default)]
+    kernel_release: Option<String>,
     root: RootPayload,
     kernel: Payload,
     initramfs: Payload,
@@ -109,6 +113,11 @@ pub struct Manifest {
     /// Kernel options of the new slot; the updater appends `cairn.slot=` and
     /// the verity parameters.
     pub cmdline: String,
+    /// The release of the kernel payload (`6.1.0-50-cloud-amd64`), read
+    /// from the kernel image by the bundle builder; the updater keeps a
+    /// machine on its kind of kernel by it. None in bundles made before it
+    /// existed, which all carried the cloud kernel.
+    pub kernel_release: Option<String>,
     /// The slot image.
     pub root: RootPayload,
     /// The kernel, for the slot's directory on the ESP.
@@ -199,8 +208,9 @@ impl Manifest {
         let q = toml_string;
         let payload = |p: &Payload| format!("file = {}\nsize = {}\nsha256 = \"{}\"\n", q(&p.file), p.size, p.sha256);
         let r = &self.root;
+        let kernel_release = self.kernel_release.as_ref().map_or(String::new(), |k| format!("kernel_release = {}\n", q(k)));
         format!(
-            "version = \"{}\"\nchannel = {}\nbuild_id = {}\nexpires = {}\ncmdline = {}\n\n[root]\n\
+            "version = \"{}\"\nchannel = {}\nbuild_id = {}\nexpires = {}\ncmdline = {}\n{kernel_release}\n[root]\n\
              file = {}\nsize = {}\nsha256 = \"{}\"\nverity_root = \"{}\"\nverity_salt = \"{}\"\nverity_blocks = {}\n\n\
              [kernel]\n{}\n[initramfs]\n{}",
             self.version, q(&self.channel), q(&self.build_id), self.expires, q(&self.cmdline),
@@ -223,6 +233,11 @@ impl Manifest {
         hex_of("root.sha256", &raw.root.sha256, Some(64))?;
         hex_of("root.verity_root", &raw.root.verity_root, Some(64))?;
         hex_of("root.verity_salt", &raw.root.verity_salt, None)?;
+        if let Some(k) = &raw.kernel_release {
+            if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._+-".contains(&b)) {
+                return Err(format!("kernel_release `{k}` is not a kernel release (letters, digits, `.`, `_`, `+`, `-`)"));
+            }
+        }
         if raw.cmdline.contains('\n') || raw.cmdline.contains("cairn.slot=") || raw.cmdline.contains("cairn.verity_") {
             return Err("cmdline must be one line without cairn.slot= or cairn.verity_* (the updater adds them)".into());
         }
@@ -251,6 +266,7 @@ impl Manifest {
             build_id: raw.build_id,
             expires: raw.expires,
             cmdline: raw.cmdline,
+            kernel_release: raw.kernel_release,
             root: raw.root,
             kernel: raw.kernel,
             initramfs: raw.initramfs,

@@ -74,3 +74,17 @@ fn nvme_disk_and_vmxnet3() {
         absent: &["virtio_blk", "virtio_scsi", "sd_mod", "virtio_net", "e1000e", "ahci"],
     });
 }
+
+/// A server's: SATA on q35's AHCI controller and an Intel e1000e, which only
+/// the metal disk's generic kernel drives.
+#[test]
+fn metal_disk_on_ahci_and_e1000e() {
+    boots_with(Case {
+        disk: "cairn-metal-debug.qcow2",
+        bus: DiskBus::Sata,
+        nic: "e1000e",
+        state_dev: "/dev/sda4",
+        loaded: &["ahci", "sd_mod", "e1000e"],
+        absent: &["virtio_blk", "virtio_scsi", "virtio_net", "vmxnet3", "nvme"],
+    });
+}

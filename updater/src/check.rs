@@ -2,6 +2,7 @@
 //! refusal says why, and nothing is written until all have passed.
 
 use crate::keys::{parse_signatures, Keyring};
+use cairn_kconfig::Flavour;
 use cairn_model::manifest::{Manifest, Version};
 use ed25519_dalek::Verifier;
 
@@ -26,6 +27,8 @@ pub enum Refusal {
     NotNewer { offered: Version, running: Version },
     #[error("Version {offered} is below the anti-rollback floor {floor}")]
     BelowFloor { offered: Version, floor: Version },
+    #[error("The bundle carries the {offered} kernel ({release}), this machine runs the {running} one; a machine stays on its kind of kernel (the metal disk's drives real disks and NICs, the cloud one does not)")]
+    OtherKernel { offered: &'static str, release: String, running: &'static str },
     #[error("Version {0} is recorded as bad on this machine (a failed trial or an operator's rollback); not installed again until `cairnctl update unmark {0}`")]
     KnownBad(Version),
 }
@@ -37,6 +40,8 @@ pub struct Context<'a> {
     pub running: Version,
     pub floor: Version,
     pub bad: &'a [Version],
+    /// The running kernel's release (`uname -r`).
+    pub kernel: &'a str,
 }
 
 /// Checks that enough trusted keys signed these exact bytes (an update
@@ -90,6 +95,12 @@ pub fn check(manifest: &[u8], signatures: &str, keyring: &Keyring, ctx: &Context
     if ctx.bad.contains(&m.version) {
         return Err(Refusal::KnownBad(m.version));
     }
+    // Bundles that do not say were all built with the cloud kernel.
+    let release = m.kernel_release.clone().unwrap_or_else(|| "unnamed cloud kernel".into());
+    let (offered, running) = (Flavour::of_release(m.kernel_release.as_deref().unwrap_or("-cloud-")), Flavour::of_release(ctx.kernel));
+    if offered != running {
+        return Err(Refusal::OtherKernel { offered: offered.name(), release, running: running.name() });
+    }
     Ok(m)
 }
 
@@ -108,6 +119,7 @@ mod tests {
             build_id: "b1".into(),
             expires,
             cmdline: "console=ttyS0".into(),
+            kernel_release: None,
             root: RootPayload { file: "root.img".into(), size: 8192, sha256: h.clone(), verity_root: h.clone(), verity_salt: "00".into(), verity_blocks: 1 },
             kernel: p("vmlinuz"),
             initramfs: p("initramfs.img"),
@@ -132,7 +144,7 @@ mod tests {
     }
 
     fn ctx(bad: &[Version]) -> Context<'_> {
-        Context { now: 1000, channel: "stable", running: Version(1, 0, 0), floor: Version(1, 0, 0), bad }
+        Context { now: 1000, channel: "stable", running: Version(1, 0, 0), floor: Version(1, 0, 0), bad, kernel: "6.1.0-50-cloud-amd64" }
     }
 
     #[test]
@@ -163,6 +175,25 @@ mod tests {
         let c = Context { floor: Version(2, 0, 0), ..ctx(&[]) };
         let e = check(low.as_bytes(), &sign(&low, &[("a", &a)]), &r, &c).unwrap_err();
         assert_eq!(e.to_string(), "Version 1.5.0 is below the anti-rollback floor 2.0.0");
+    }
+
+    #[test]
+    fn a_machine_stays_on_its_kind_of_kernel() {
+        let a = key(1);
+        let r = ring(&[("a", &a)], 1);
+        let metal = sample("1.1.0", 2000).replace("cmdline = ", "kernel_release = \"6.1.0-50-amd64\"\ncmdline = ");
+        let cloud = sample("1.1.0", 2000).replace("cmdline = ", "kernel_release = \"6.1.0-50-cloud-amd64\"\ncmdline = ");
+        let unsaid = sample("1.1.0", 2000);
+        let on_metal = Context { kernel: "6.1.0-50-amd64", ..ctx(&[]) };
+        let e = check(cloud.as_bytes(), &sign(&cloud, &[("a", &a)]), &r, &on_metal).unwrap_err();
+        assert_eq!(e, Refusal::OtherKernel { offered: "cloud", release: "6.1.0-50-cloud-amd64".into(), running: "metal" });
+        let e = check(unsaid.as_bytes(), &sign(&unsaid, &[("a", &a)]), &r, &on_metal).unwrap_err();
+        assert!(e.to_string().starts_with("The bundle carries the cloud kernel (unnamed cloud kernel), this machine runs the metal one"), "{e}");
+        let e = check(metal.as_bytes(), &sign(&metal, &[("a", &a)]), &r, &ctx(&[])).unwrap_err();
+        assert!(matches!(e, Refusal::OtherKernel { offered: "metal", running: "cloud", .. }), "{e}");
+        for (m, c) in [(&metal, &on_metal), (&cloud, &ctx(&[])), (&unsaid, &ctx(&[]))] {
+            assert!(check(m.as_bytes(), &sign(m, &[("a", &a)]), &r, c).is_ok());
+        }
     }
 
     #[test]

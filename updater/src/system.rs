@@ -24,6 +24,12 @@ pub fn running_slot(cmdline: &str) -> Option<Slot> {
     cmdline.split_whitespace().find_map(|w| w.strip_prefix("cairn.slot=")).and_then(Slot::parse)
 }
 
+/// The running kernel's release; empty if /proc does not say (then it counts
+/// as the metal kernel, and a cloud bundle is refused: the safe side).
+pub fn kernel_release() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+}
+
 /// VERSION_ID from an os-release text.
 pub fn os_version(os_release: &str) -> Option<Version> {
     os_release

@@ -164,6 +164,7 @@ impl Updater {
             running: self.version,
             floor: self.store.floor()?,
             bad: &bad,
+            kernel: &system::kernel_release(),
         };
         let m = check(&manifest, &String::from_utf8_lossy(&sigs), &keyring, &ctx)?;
         Ok((m, base))

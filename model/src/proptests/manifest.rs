@@ -33,17 +33,18 @@ fn manifest() -> impl Strategy<Value = Manifest> {
         prop::sample::select(vec!["stable", "beta", "alpha"]),
         any_text(40),
         0..=i64::MAX as u64,
-        cmdline,
+        (cmdline, prop::option::of("[a-z0-9.+_-]{1,30}")),
         root,
         payload(),
         payload(),
     )
-        .prop_map(|((a, b, c), channel, build_id, expires, cmdline, root, kernel, initramfs)| Manifest {
+        .prop_map(|((a, b, c), channel, build_id, expires, (cmdline, kernel_release), root, kernel, initramfs)| Manifest {
             version: Version(a, b, c),
             channel: channel.into(),
             build_id,
             expires,
             cmdline,
+            kernel_release,
             root,
             kernel,
             initramfs,
