@@ -25,6 +25,7 @@ NETD_BIN := target/$(TARGET)/release/cairn-netd
 # harmless elsewhere), quiet kernel, reboot 5 s after a kernel panic, and LSMs
 # picked so AppArmor stays off (Docker needs it so).
 CMDLINE := console=tty1 console=ttyS0,115200n8 nvme_core.io_timeout=4294967295 quiet panic=5 lsm=landlock,lockdown,yama,integrity,bpf
+SYSAGENT_BIN := target/$(TARGET)/release/sysagent
 # Same commit, same bytes.
 export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 CARGO := cargo
@@ -53,7 +54,7 @@ STATIC := RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
 build: deps
 	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairnctl --features cairnctl/fault-injection
 	@mkdir -p build && cp $(CTL_BIN) $(CTL_FAULT_BIN)
-	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload -p cairn-config -p cairn-netd
+	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload -p cairn-config -p cairn-netd -p cairn-sysagent
 	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
 
 debs: deps
@@ -64,7 +65,7 @@ keys: build
 	@test -f $(KEYS)/release.key || $(IMAGE) keygen --out $(KEYS)/release.key --id release
 	@(echo "threshold 1"; cat $(KEYS)/release.key.pub) > $(KEYS)/keyring
 
-ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --config-loader $(CONFIG_BIN) --netd $(NETD_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
+ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --config-loader $(CONFIG_BIN) --netd $(NETD_BIN) --sysagent $(SYSAGENT_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
 ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_BIN)
 # The debug disk and the update fixtures: the same root with the fault-injection cairnctl.
 TEST_ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_FAULT_BIN)

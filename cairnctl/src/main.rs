@@ -16,6 +16,12 @@
 //!                                    that was good; the version left is recorded as bad
 //! cairnctl config validate FILE [--output json]   check a machine config (offline)
 //! cairnctl config apply FILE | try FILE [--timeout 2m] | confirm | rollback | status [--output json]
+//! cairnctl pki ca | client | node ...  the cluster CA and its certificates (see pki.rs)
+//!
+//! cairnctl --node HOST[:PORT][,HOST...] [--ca F] [--cert F] [--key F] [--output json] [--yes] VERB...
+//!     the same verbs (status, list, logs, restart, reboot, poweroff, update ..., rollback,
+//!     config ..., audit, metrics) through sysagent's API on each node (port 9440, mutual
+//!     TLS); the files default to $CAIRN_CA, $CAIRN_CERT, $CAIRN_KEY
 //! ```
 //!
 //! The protocol: one request line of tab-separated words; the answer starts
@@ -27,6 +33,8 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
 mod config;
+mod pki;
+mod remote;
 mod update;
 
 const SOCKET: &str = "/run/cairn/control.sock";
@@ -75,9 +83,72 @@ fn request(args: &[String]) -> Result<Vec<String>> {
     Ok(words)
 }
 
+/// Takes the remote flags off the front of the arguments; Some when `--node` is among them.
+fn remote_options(args: &mut Vec<String>) -> Result<Option<remote::Options>> {
+    let mut opts = remote::Options {
+        nodes: Vec::new(),
+        identity: remote::Identity { ca: None, cert: None, key: None },
+        json: false,
+        yes: false,
+    };
+    let mut seen = false;
+    loop {
+        let Some(first) = args.first().cloned() else { break };
+        let value = |args: &mut Vec<String>| -> Result<String> {
+            if args.len() < 2 {
+                bail!("{first} needs a value");
+            }
+            args.remove(0);
+            Ok(args.remove(0))
+        };
+        match first.as_str() {
+            "--node" => {
+                seen = true;
+                opts.nodes.extend(value(args)?.split(',').filter(|n| !n.is_empty()).map(str::to_string));
+            }
+            "--ca" => opts.identity.ca = Some(value(args)?.into()),
+            "--cert" => opts.identity.cert = Some(value(args)?.into()),
+            "--key" => opts.identity.key = Some(value(args)?.into()),
+            "--yes" => {
+                args.remove(0);
+                opts.yes = true;
+            }
+            "--output" => {
+                let v = value(args)?;
+                if v != "json" {
+                    bail!("--output {v}: the one format is json");
+                }
+                opts.json = true;
+            }
+            _ => break,
+        }
+    }
+    if !seen {
+        if opts.json || opts.yes || opts.identity.ca.is_some() || opts.identity.cert.is_some() || opts.identity.key.is_some() {
+            bail!("--ca, --cert, --key, --yes and a leading --output are for a remote node: add --node HOST");
+        }
+        return Ok(None);
+    }
+    if opts.nodes.is_empty() {
+        bail!("--node needs at least one HOST[:PORT]");
+    }
+    // `--output json` may also come after the verb.
+    if let Some(i) = args.iter().position(|a| a == "--output") {
+        if args.get(i + 1).is_some_and(|v| v == "json") {
+            args.drain(i..i + 2);
+            opts.json = true;
+        }
+    }
+    Ok(Some(opts))
+}
+
 fn run() -> Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some(opts) = remote_options(&mut args)? {
+        return remote::run(opts, &args);
+    }
     match args.first().map(String::as_str) {
+        Some("pki") => return pki::run(&args[1..]),
         Some("update") => return update::run(&args[1..]),
         Some("rollback") => return update::rollback(&args[1..]),
         Some("config") => return config::run(&args[1..]),

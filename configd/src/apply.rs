@@ -26,6 +26,7 @@ pub struct Paths<'a> {
     pub proc_sys: &'a Path,
     pub update_config: &'a Path,
     pub network: &'a Path,
+    pub agent: &'a Path,
 }
 
 impl Paths<'static> {
@@ -36,6 +37,7 @@ impl Paths<'static> {
             proc_sys: Path::new("/proc/sys"),
             update_config: Path::new(UPDATE_CONFIG),
             network: Path::new(NETWORK_FILE),
+            agent: Path::new(crate::agent::DIR),
         }
     }
 }
@@ -88,6 +90,7 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
     if !c.access.ssh_authorized_keys.is_empty() {
         not_yet("access.ssh_authorized_keys (there is no SSH server)");
     }
+    notes2.extend(crate::agent::write(&c.api, paths.agent));
     if c.cluster.is_some() {
         not_yet("[cluster] (there is no cluster agent)");
     }
@@ -228,7 +231,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let (services, net, sys, update) = paths(&root);
         let network = root.join("network.toml");
-        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network };
+        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network, agent: &root.join("agent") };
         let plain = "version = 1\n[network]\ndns = [\"10.0.2.3\"]\n[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.2.77/24\"]\ngateway = \"10.0.2.2\"\n";
         let c = cairn_model::config::parse(plain, "plain").unwrap();
         let (args, _) = apply(&c, &p);
@@ -258,7 +261,8 @@ mod tests {
         let text = include_str!("../../docs/machine-config.example.toml");
         let c = cairn_model::config::parse(text, "example").unwrap();
         let network = root.join("network.toml");
-        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network };
+        let agent = root.join("agent");
+        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network, agent: &agent };
         let (args, notes) = apply(&c, &p);
         assert_eq!(args, ["cairn.hostname=node-7", "cairn.ip=netd", "cairn.enable=admin", "cairn.modules=br_netfilter,8021q"]);
         let back = cairn_model::config::parse(&std::fs::read_to_string(&network).unwrap(), "network.toml").unwrap();

@@ -405,7 +405,7 @@ mod tests {
     fn apply_keeps_a_generation_and_says_what_changes() {
         let m = Machine::new("apply");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent") };
         let store = m.store();
         let h = apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         assert!(!h.refused, "{h:?}");
@@ -424,7 +424,7 @@ mod tests {
     fn a_bad_config_changes_nothing_and_is_remembered() {
         let m = Machine::new("bad");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let bad = m.file("bad.toml", "version = 1\nhostnme = \"x\"\nmodules = 3\n[logs]\nlevel = \"loud\"\n");
@@ -445,7 +445,7 @@ mod tests {
     fn a_try_reverts_confirms_and_survives_one_reboot_only() {
         let m = Machine::new("try");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let two = m.file("two.toml", "version = 1\nhostname = \"tried\"\n");
@@ -490,7 +490,7 @@ mod tests {
     fn rollback_goes_back_one_generation_and_not_past_the_first() {
         let m = Machine::new("rollback");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let two = m.file("two.toml", "version = 1\nhostname = \"b\"\n");

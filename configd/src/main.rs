@@ -20,6 +20,7 @@
 //! `cairn-config apply FILE`, `try FILE SECS`, `confirm`, `rollback`,
 //! `revert` (a try ran out) and `status [--json]`.
 
+mod agent;
 mod apply;
 mod decide;
 mod live;

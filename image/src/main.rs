@@ -3,7 +3,7 @@
 //! ```text
 //! cairn-image initramfs --out FILE --init BIN [--kernel DIR] [--busybox BIN]
 //!                       [--file SRC:DST[:MODE]]... [--drop-module NAME]...
-//! cairn-image root      --out FILE --init BIN --cairnctl BIN --svcload BIN --config-loader BIN --netd BIN --kernel DIR
+//! cairn-image root      --out FILE --init BIN --cairnctl BIN --svcload BIN --config-loader BIN --netd BIN --sysagent BIN --kernel DIR
 //!                       --debroot DIR --services DIR [--services DIR]... --keyring FILE
 //!                       [--version X.Y.Z] [--drop-module NAME]...
 //! cairn-image disk      --out RAW --root FILE --vmlinuz FILE --initramfs FILE
@@ -106,7 +106,7 @@ fn run() -> Result<()> {
         Some("initramfs") => initramfs(Args::parse(args, &["out", "init", "kernel", "busybox", "file", "drop-module"])?),
         Some("root") => root(Args::parse(
             args,
-            &["out", "init", "cairnctl", "svcload", "config-loader", "netd", "kernel", "debroot", "services", "keyring", "version", "drop-module"],
+            &["out", "init", "cairnctl", "svcload", "config-loader", "netd", "sysagent", "kernel", "debroot", "services", "keyring", "version", "drop-module"],
         )?),
         Some("disk") => disk_cmd(Args::parse(
             args,
@@ -194,6 +194,7 @@ fn root(a: Args) -> Result<()> {
         (a.path("svcload")?, "/usr/bin/cairn-svcload"),
         (a.path("config-loader")?, "/usr/bin/cairn-config"),
         (a.path("netd")?, "/usr/bin/cairn-netd"),
+        (a.path("sysagent")?, "/usr/bin/sysagent"),
     ];
     let t = rootfs::tree(&a.path("init")?, &tools, &a.path("kernel")?, &a.path("debroot")?, &services, &release)?;
     let staging = out.with_extension("staging");

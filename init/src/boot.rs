@@ -121,6 +121,10 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         supervisor.add(spec, now);
     }
     timeline::mark("containerd_spec");
+    if let Some(spec) = sysagent_spec(&settings) {
+        gate.services.push(spec.name.clone());
+        supervisor.add(spec, now);
+    }
     let probes = match health_wake {
         Ok(wake) => Some(health::Probes::new(wake)),
         Err(e) => {
@@ -331,6 +335,24 @@ fn containerd_spec(release: &str, settings: &Settings) -> Option<supervisor::Spe
         env: vec![("PATH".into(), "/usr/sbin:/usr/bin".into())],
         stop_timeout: Duration::from_secs(10),
         ..supervisor::Spec::process("containerd", vec![BIN.into(), "--config".into(), "/etc/containerd/config.toml".into()])
+    })
+}
+
+/// sysagent, the node's API: a supervised host process, started when the
+/// machine config gave it a server certificate (cairn-config writes it)
+/// unless `cairn.disable=sysagent`.
+fn sysagent_spec(settings: &Settings) -> Option<supervisor::Spec> {
+    const BIN: &str = "/usr/bin/sysagent";
+    const CERT: &str = "/var/lib/cairn/sysagent/server.pem";
+    if !Path::new(BIN).exists() || !Path::new(CERT).exists() || settings.disable.iter().any(|d| d == "sysagent") {
+        return None;
+    }
+    Some(supervisor::Spec {
+        service: true,
+        capture: true,
+        env: vec![("PATH".into(), "/usr/sbin:/usr/bin".into())],
+        stop_timeout: Duration::from_secs(5),
+        ..supervisor::Spec::process("sysagent", vec![BIN.into()])
     })
 }
 

@@ -15,6 +15,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
+/// The ready line, for whoever asks later (sysagent).
+const READY_FILE: &str = "/run/cairn/ready";
 /// The updater's verdict on a boot: healthy blesses a trial entry, unhealthy
 /// gives it up; on every boot it also notices a trial that failed before.
 const CAIRNCTL: &str = "/usr/bin/cairnctl";
@@ -128,6 +130,10 @@ impl Init {
             self.config
         );
         say(&line);
+        // For sysagent's status and metrics; /run is a tmpfs, so this cannot block.
+        if let Err(e) = std::fs::write(READY_FILE, format!("{line}\n")) {
+            warn!("cannot write {READY_FILE}: {e}");
+        }
         info!("{}", crate::timeline::line());
         if self.platform == "azure" {
             // Azure marks a VM failed that never reports ready; once per boot,

@@ -28,7 +28,7 @@ struct Args {
 
 fn args() -> Result<Args> {
     let mut a = Args {
-        listen: "0.0.0.0:9440".into(),
+        listen: String::new(),
         dir: "/var/lib/cairn/sysagent".into(),
         socket: "/run/cairn/control.sock".into(),
         cairnctl: "/usr/bin/cairnctl".into(),
@@ -44,11 +44,19 @@ fn args() -> Result<Args> {
             "--cairnctl" => a.cairnctl = value()?.into(),
             "--audit" => a.audit = value()?.into(),
             "--help" | "-h" => {
-                println!("usage: sysagent [--listen ADDR:PORT] [--dir DIR (ca.pem, server.pem, server.key, deny)] [--socket PATH] [--cairnctl PATH] [--audit DIR]");
+                println!("usage: sysagent [--listen ADDR:PORT (default: DIR/listen, else 0.0.0.0:9440)] [--dir DIR (ca.pem, server.pem, server.key, deny, listen)] [--socket PATH] [--cairnctl PATH] [--audit DIR]");
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (see --help)"),
         }
+    }
+    if a.listen.is_empty() {
+        // cairn-config writes the machine config's `api.listen` beside the certificates.
+        a.listen = std::fs::read_to_string(a.dir.join("listen"))
+            .map(|s| s.trim().to_string())
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "0.0.0.0:9440".into());
     }
     Ok(a)
 }

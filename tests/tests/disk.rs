@@ -202,9 +202,10 @@ fn two_builds_give_identical_images() {
     let svcload = r.join("target/x86_64-unknown-linux-gnu/release/cairn-svcload");
     let loader = r.join("target/x86_64-unknown-linux-gnu/release/cairn-config");
     let netd = r.join("target/x86_64-unknown-linux-gnu/release/cairn-netd");
+    let agent = r.join("target/x86_64-unknown-linux-gnu/release/sysagent");
     run(&[
         "root", "--out", root.to_str().unwrap(), "--init", i, "--cairnctl", ctl.to_str().unwrap(),
-        "--svcload", svcload.to_str().unwrap(), "--config-loader", loader.to_str().unwrap(), "--netd", netd.to_str().unwrap(), "--kernel", k,
+        "--svcload", svcload.to_str().unwrap(), "--config-loader", loader.to_str().unwrap(), "--netd", netd.to_str().unwrap(), "--sysagent", agent.to_str().unwrap(), "--kernel", k,
         "--debroot", "build/debroot", "--services", "services", "--keyring", "build/keys/keyring",
     ]);
     let cmdline = std::fs::read_to_string(out_dir().join("cmdline")).unwrap();

@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::str::FromStr;
 
 const TOP: &[&str] =
-    &["version", "hostname", "network", "time", "services", "update", "cluster", "access", "logs", "metrics", "sysctl", "modules"];
+    &["version", "hostname", "network", "time", "services", "update", "cluster", "access", "api", "logs", "metrics", "sysctl", "modules"];
 const ADDRESSING: &[&str] = &["dhcp", "addresses", "gateway", "routes", "mtu"];
 const DAYS: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -57,6 +57,7 @@ pub(super) fn check(text: &str, source: &str) -> Result<MachineConfig, Problems>
     };
     let cluster = w.table(root, "cluster", "cluster").and_then(|t| cluster(&mut w, t));
     let access = w.table(root, "access", "access").map(|t| access(&mut w, t)).unwrap_or_default();
+    let api = w.table(root, "api", "api").map(|t| api(&mut w, t)).unwrap_or_default();
     let logs = match w.table(root, "logs", "logs") {
         Some(t) => logs(&mut w, t),
         None => Logs { level: "info".into(), max_file_kb: 1024 },
@@ -76,7 +77,7 @@ pub(super) fn check(text: &str, source: &str) -> Result<MachineConfig, Problems>
         problems.sort_by_key(|p| (p.line, p.column));
         return Err(Problems(problems));
     }
-    Ok(MachineConfig { hostname, network, time, services, update, cluster, access, logs, metrics, sysctl, modules })
+    Ok(MachineConfig { hostname, network, time, services, update, cluster, access, api, logs, metrics, sysctl, modules })
 }
 
 /// RFC 1123: dot-separated labels of letters, digits and inner hyphens.
@@ -441,6 +442,47 @@ fn access(w: &mut Walk<'_>, at: At<'_>) -> Access {
         }
     }
     Access { admin, ssh_authorized_keys: keys }
+}
+
+fn pem(w: &mut Walk<'_>, at: At<'_>, key: &str, what: &str, labels: &[&str]) -> Option<String> {
+    let (text, span, path) = w.string(at, key)?;
+    let found = labels.iter().any(|l| text.contains(&format!("-----BEGIN {l}-----")) && text.contains(&format!("-----END {l}-----")));
+    if found {
+        Some(text)
+    } else {
+        w.problem(span, &path, format!("not {what} in PEM form (a -----BEGIN {}----- block)", labels[0]));
+        None
+    }
+}
+
+fn api(w: &mut Walk<'_>, at: At<'_>) -> Api {
+    w.known_keys(at, &["enabled", "listen", "ca", "certificate", "key", "deny_serials"]);
+    let enabled = w.boolean(at, "enabled");
+    let listen = w.string(at, "listen").and_then(|(s, span, path)| {
+        SocketAddr::from_str(&s).map_err(|_| w.problem(span, &path, format!("{s:?} is not ADDRESS:PORT"))).ok()
+    });
+    let ca = pem(w, at, "ca", "a CA certificate", &["CERTIFICATE"]);
+    let certificate = pem(w, at, "certificate", "a certificate", &["CERTIFICATE"]);
+    let key = pem(w, at, "key", "a private key", &["PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"]);
+    let mut deny_serials = Vec::new();
+    for (s, span, path) in w.strings(at, "deny_serials") {
+        let hex: String = s.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+        if hex.is_empty() || hex.len() > 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            w.problem(span, &path, format!("{s:?} is not a certificate serial (hex digits, `:` allowed)"));
+        } else {
+            deny_serials.push(hex);
+        }
+    }
+    let given = certificate.is_some();
+    let enabled = enabled.unwrap_or(given);
+    if enabled {
+        for (name, present) in [("ca", ca.is_some()), ("certificate", certificate.is_some()), ("key", key.is_some())] {
+            if !present && at.table.get(name).is_none() {
+                w.problem(at.range(), &join(at.path, name), "missing: the agent needs ca, certificate and key");
+            }
+        }
+    }
+    Api { enabled, listen, ca, certificate, key, deny_serials }
 }
 
 fn logs(w: &mut Walk<'_>, at: At<'_>) -> Logs {

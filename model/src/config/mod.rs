@@ -49,6 +49,8 @@ pub struct MachineConfig {
     pub cluster: Option<Cluster>,
     /// `[access]`.
     pub access: Access,
+    /// `[api]`: the node agent.
+    pub api: Api,
     /// `[logs]`.
     pub logs: Logs,
     /// `[metrics]`.
@@ -236,6 +238,26 @@ pub struct Access {
     pub admin: bool,
     /// `ssh_authorized_keys`: OpenSSH public key lines.
     pub ssh_authorized_keys: Vec<String>,
+}
+
+/// `[api]`: sysagent, the node's API (HTTPS with mutual TLS). It runs when
+/// the section gives the node its certificate.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Api {
+    /// `enabled`: default true when `certificate` is given; false turns the
+    /// agent off while keeping its files in the config.
+    pub enabled: bool,
+    /// `listen`: `address:port` (default `0.0.0.0:9440`).
+    pub listen: Option<SocketAddr>,
+    /// `ca`: PEM, the cluster CA that client certificates must chain to.
+    pub ca: Option<String>,
+    /// `certificate`: PEM, the node's server certificate (and any
+    /// intermediates after it).
+    pub certificate: Option<String>,
+    /// `key`: PEM, the server certificate's private key.
+    pub key: Option<String>,
+    /// `deny_serials`: client certificate serials (hex) refused outright.
+    pub deny_serials: Vec<String>,
 }
 
 /// `[logs]`.

@@ -116,7 +116,7 @@ fn a_service_added_by_the_config_is_checked_as_a_spec() {
 fn problems_serialise_for_tools() {
     let Err(p) = parse("version = 1\nx = 1\n", "m.toml") else { panic!("accepted") };
     let json = serde_json::to_string(&p.0).unwrap();
-    assert_eq!(json, r#"[{"source":"m.toml","line":2,"column":1,"key":"x","message":"unknown key (known keys: version, hostname, network, time, services, update, cluster, access, logs, metrics, sysctl, modules)"}]"#);
+    assert_eq!(json, r#"[{"source":"m.toml","line":2,"column":1,"key":"x","message":"unknown key (known keys: version, hostname, network, time, services, update, cluster, access, api, logs, metrics, sysctl, modules)"}]"#);
 }
 
 #[test]
@@ -157,4 +157,25 @@ fn a_network_that_cannot_work_is_refused_with_its_places() {
     ] {
         assert!(p.contains(want), "{want:?} not in:\n{p}");
     }
+}
+
+#[test]
+fn the_api_section_needs_all_three_pem_parts_and_names_each_one_missing() {
+    let cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+    let good = format!("version = 1\n[api]\nca = '''{cert}'''\ncertificate = '''{cert}'''\nkey = '''-----BEGIN PRIVATE KEY-----\nMC4\n-----END PRIVATE KEY-----'''\ndeny_serials = [\"4A:0B\"]\n");
+    let c = parse(&good, "good.toml").unwrap();
+    assert!(c.api.enabled);
+    assert_eq!(c.api.deny_serials, ["4a0b"]);
+    assert_eq!(c.api.listen, None);
+
+    let bad = format!("version = 1\n[api]\ncertificate = '''{cert}'''\nkey = \"not pem\"\ndeny_serials = [\"xyz\"]\n");
+    let problems = parse(&bad, "bad.toml").unwrap_err().0;
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(keys.contains(&"api.ca"), "{problems:?}");
+    assert!(keys.contains(&"api.key"), "{problems:?}");
+    assert!(keys.contains(&"api.deny_serials[0]") || keys.iter().any(|k| k.starts_with("api.deny_serials")), "{problems:?}");
+
+    let off = parse("version = 1\n[api]\nenabled = false\n", "off.toml").unwrap();
+    assert!(!off.api.enabled);
+    assert_eq!(parse("version = 1\n", "none.toml").unwrap().api, Api::default());
 }
