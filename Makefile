@@ -97,7 +97,7 @@ image: kernel debs build keys
 # Every cloud format from the one disk, with SHA256SUMS and a signed
 # manifest (docs/images.md).
 images: image
-	$(IMAGE) images --raw out/cairn.raw --out out/images --version $(VERSION) --key $(KEYS)/release.key
+	$(IMAGE) images --raw out/cairn.raw --metal-raw out/cairn-metal.raw --out out/images --version $(VERSION) --key $(KEYS)/release.key
 
 # What the update tests install over the debug image: the same build as a
 # newer version, one with a service that is never healthy, one whose stage 2

@@ -14,7 +14,7 @@
 //!                       --cmdline ARGS --key FILE [--key FILE]... [--channel stable]
 //!                       [--expires UNIX | --expires-days N] [--build-id TEXT]
 //! cairn-image publish   --bundle DIR --repo DIR      into DIR/<channel>/
-//! cairn-image images    --raw FILE --out DIR --version X.Y.Z --key FILE
+//! cairn-image images    --raw FILE [--metal-raw FILE] --out DIR --version X.Y.Z --key FILE
 //!                       every cloud format, SHA256SUMS, signed manifest.toml
 //! cairn-image verify    --dir DIR --keyring FILE [--file NAME]...
 //!                       checks the manifest's signature and the files
@@ -118,7 +118,7 @@ fn run() -> Result<()> {
             &["out", "root", "vmlinuz", "initramfs", "version", "cmdline", "key", "channel", "expires", "expires-days", "build-id"],
         )?),
         Some("publish") => release::publish(&Args::parse(args, &["bundle", "repo"])?),
-        Some("images") => images::build(&Args::parse(args, &["raw", "out", "version", "key"])?),
+        Some("images") => images::build(&Args::parse(args, &["raw", "metal-raw", "out", "version", "key"])?),
         Some("verify") => images::verify(&Args::parse(args, &["dir", "keyring", "file"])?),
         Some(other) => bail!("unknown command {other}; expected initramfs, root, disk, keygen, bundle, publish, images or verify"),
         None => bail!("usage: cairn-image initramfs|root|disk|keygen|bundle|publish|images|verify --out FILE ..."),

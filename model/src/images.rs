@@ -9,6 +9,10 @@
 //! size = 3221225472
 //! sha256 = "..."
 //!
+//! [metal_source]                  # the metal disk (generic kernel), which
+//! size = 3221225472               # the `metal` files hold instead
+//! sha256 = "..."
+//!
 //! [[file]]
 //! name = "cairn-0.1.0-azure.vhd"
 //! platform = "azure"
@@ -114,6 +118,8 @@ struct Raw {
     version: String,
     source_date_epoch: u64,
     source: Source,
+    #[serde(default)]
+    metal_source: Option<Source>,
     file: Vec<RawFile>,
 }
 
@@ -124,8 +130,11 @@ pub struct ImageManifest {
     pub version: Version,
     /// The build's timestamp (every time stamp inside the images).
     pub source_date_epoch: u64,
-    /// The disk every image holds.
+    /// The disk every image holds (but the metal ones, when `metal_source` is set).
     pub source: Source,
+    /// The bare-metal disk, with Debian's generic kernel (AHCI, USB storage,
+    /// server NICs): the disk the `metal` files hold.
+    pub metal_source: Option<Source>,
     /// The files, in the order they were written.
     pub files: Vec<File>,
 }
@@ -137,6 +146,9 @@ impl ImageManifest {
             "version = \"{}\"\nsource_date_epoch = {}\n\n[source]\nsize = {}\nsha256 = \"{}\"\n",
             self.version, self.source_date_epoch, self.source.size, self.source.sha256
         );
+        if let Some(m) = &self.metal_source {
+            out.push_str(&format!("\n[metal_source]\nsize = {}\nsha256 = \"{}\"\n", m.size, m.sha256));
+        }
         for f in &self.files {
             out.push_str(&format!(
                 "\n[[file]]\nname = {}\nplatform = {}\nformat = \"{}\"\nsize = {}\nsha256 = \"{}\"\n",
@@ -155,6 +167,9 @@ impl ImageManifest {
         let raw: Raw = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         let version: Version = raw.version.parse().map_err(|e| format!("version: {e}"))?;
         hex_of("source.sha256", &raw.source.sha256, Some(64))?;
+        if let Some(m) = &raw.metal_source {
+            hex_of("metal_source.sha256", &m.sha256, Some(64))?;
+        }
         if raw.file.is_empty() {
             return Err("the manifest lists no [[file]]".into());
         }
@@ -172,7 +187,15 @@ impl ImageManifest {
             hex_of(&format!("{at}.sha256"), &f.sha256, Some(64))?;
             files.push(File { name: f.name, platform: f.platform, format, size: f.size, sha256: f.sha256 });
         }
-        Ok(ImageManifest { version, source_date_epoch: raw.source_date_epoch, source: raw.source, files })
+        Ok(ImageManifest { version, source_date_epoch: raw.source_date_epoch, source: raw.source, metal_source: raw.metal_source, files })
+    }
+
+    /// The disk a file holds once unpacked.
+    pub fn source_of(&self, f: &File) -> &Source {
+        match &self.metal_source {
+            Some(m) if f.platform == "metal" => m,
+            _ => &self.source,
+        }
     }
 }
 
@@ -187,6 +210,7 @@ mod tests {
             version: Version(0, 1, 0),
             source_date_epoch: 1_700_000_000,
             source: Source { size: 1 << 30, sha256: h.clone() },
+            metal_source: Some(Source { size: 1 << 30, sha256: "cd".repeat(32) }),
             files: vec![file("cairn-0.1.0-aws.raw", "aws", Format::Raw), file("SHA256SUMS", "all", Format::Sums)],
         }
     }
@@ -195,6 +219,11 @@ mod tests {
     fn writes_what_it_parses() {
         let m = sample();
         assert_eq!(ImageManifest::parse(&m.to_text()).unwrap(), m);
+        let cloud_only = ImageManifest { metal_source: None, ..m.clone() };
+        assert_eq!(ImageManifest::parse(&cloud_only.to_text()).unwrap(), cloud_only);
+        let metal = File { platform: "metal".into(), ..m.files[0].clone() };
+        assert_eq!(m.source_of(&metal).sha256, "cd".repeat(32));
+        assert_eq!(m.source_of(&m.files[0]).sha256, "ab".repeat(32));
         for (f, _) in FORMATS {
             assert_eq!(Format::parse(f.name()), Some(*f));
         }

@@ -72,9 +72,14 @@ fn text(out: &Output) -> String {
 
 /// The value of `key = ...` in the manifest's `[source]` table.
 fn manifest_source(key: &str) -> String {
+    manifest_value("source", key)
+}
+
+/// The value of `key = ...` in one table of the manifest.
+fn manifest_value(table: &str, key: &str) -> String {
     let m = std::fs::read_to_string(images().join("manifest.toml")).expect("out/images/manifest.toml");
-    let source = m.split("[source]\n").nth(1).expect("a [source] table");
-    let line = source.lines().find(|l| l.starts_with(&format!("{key} = "))).unwrap_or_else(|| panic!("no source.{key}"));
+    let source = m.split(&format!("[{table}]\n")).nth(1).unwrap_or_else(|| panic!("no [{table}] table in:\n{m}"));
+    let line = source.lines().find(|l| l.starts_with(&format!("{key} = "))).unwrap_or_else(|| panic!("no {table}.{key}"));
     line[key.len() + 3..].trim_matches('"').to_string()
 }
 
@@ -144,9 +149,16 @@ fn every_format_holds_the_source_disk_byte_for_byte() {
     ok("tar", &["-xSzf", s(&gce), "-C", s(&dir.0)]);
     same_disk("raw", &dir.path("disk.raw"));
 
+    // The metal files hold the metal disk (the generic kernel), padded the
+    // same way, with the digest the manifest signs as `metal_source`.
     let metal = dir.path("metal.raw");
     ok("bmaptool", &["-q", "copy", "--bmap", s(&image("metal.raw.bmap")), s(&image("metal.raw.zst")), s(&metal)]);
-    same_disk("raw", &metal);
+    assert_eq!(std::fs::metadata(&metal).unwrap().len().to_string(), manifest_value("metal_source", "size"));
+    let digest = sha256_file(&metal);
+    assert_eq!(digest, manifest_value("metal_source", "sha256"), "the metal image is not the signed metal disk");
+    assert_ne!(digest, manifest_source("sha256"), "the metal image holds the cloud disk");
+    let v = ok("sgdisk", &["-v", s(&metal)]);
+    assert!(v.contains("No problems found"), "{v}");
 }
 
 #[test]
@@ -207,7 +219,10 @@ fn two_builds_give_identical_images() {
     let out = dir.path("images");
     let version = std::fs::read_to_string(images().join("manifest.toml")).unwrap().lines().next().unwrap().trim_start_matches("version = ").trim_matches('"').to_string();
     let key = repo().join("build/keys/release.key");
-    let built = cairn_image(&["images", "--raw", s(&out_dir().join("cairn.raw")), "--out", s(&out), "--version", &version, "--key", s(&key)]);
+    let built = cairn_image(&[
+        "images", "--raw", s(&out_dir().join("cairn.raw")), "--metal-raw", s(&out_dir().join("cairn-metal.raw")),
+        "--out", s(&out), "--version", &version, "--key", s(&key),
+    ]);
     assert!(built.status.success(), "{}", text(&built));
     let list = |d: &Path| {
         let mut v: Vec<String> = std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();

@@ -2,7 +2,8 @@
 //! `SHA256SUMS` and one signed build manifest over all of them.
 //!
 //! The disk is `cairn.raw` padded to a whole GiB ([`source`]); each format
-//! holds exactly those bytes. The formats are made side by side (the tools
+//! holds exactly those bytes, but the metal ones, which hold the metal disk
+//! (`cairn-metal.raw`, Debian's generic kernel) padded the same way. The formats are made side by side (the tools
 //! are separate processes), all from the padded disk, sparse, and with every
 //! time stamp and identifier fixed or derived from the content, so the same
 //! disk and `SOURCE_DATE_EPOCH` give the same files.
@@ -58,11 +59,23 @@ pub fn build(a: &Args) -> Result<()> {
 
     let disk = at("aws.raw");
     let size = source::pad(&raw, &disk)?;
+    // The metal files hold the metal disk when there is one; it is not
+    // shipped as a raw file of its own (the .zst and .bmap carry it).
+    let metal_disk = match a.opt("metal-raw") {
+        Some(m) => {
+            let padded = stage.join("metal-source.tmp");
+            let metal_size = source::pad(Path::new(m), &padded)?;
+            let (_, sha256) = sha256_of(&padded)?;
+            Some((padded, Source { size: metal_size, sha256 }))
+        }
+        None => None,
+    };
+    let metal_from = metal_disk.as_ref().map_or(disk.as_path(), |(p, _)| p.as_path());
     let v = version.to_string();
     let written = std::thread::scope(|s| -> Result<_> {
         let vhd = s.spawn(|| vhd::write(&disk, &at("azure.vhd"), epoch));
         let qcow2 = s.spawn(|| qcow2(&disk, &at("qemu.qcow2")));
-        let metal = s.spawn(|| metal(&disk, &at("metal.raw.zst"), &at("metal.raw.bmap")));
+        let metal = s.spawn(|| metal(metal_from, &at("metal.raw.zst"), &at("metal.raw.bmap")));
         let gce = s.spawn(|| gce(&disk, &at("gce.tar.gz"), epoch));
         let ova = s.spawn(|| ova(&disk, &stage, &name("vmware"), &v, size, epoch));
         let join = |h: std::thread::ScopedJoinHandle<'_, Result<()>>| h.join().map_err(|_| anyhow::anyhow!("a format's thread panicked"))?;
@@ -73,6 +86,9 @@ pub fn build(a: &Args) -> Result<()> {
         join(ova)?;
         Ok(written)
     })?;
+    if let Some((padded, _)) = &metal_disk {
+        std::fs::remove_file(padded).with_context(|| format!("Cannot remove {}", padded.display()))?;
+    }
 
     let mut files = Vec::new();
     let mut sums = String::new();
@@ -89,7 +105,13 @@ pub fn build(a: &Args) -> Result<()> {
     write_atomic(&stage.join(SUMS), sums.as_bytes())?;
     let (sums_size, sums_sha) = sha256_of(&stage.join(SUMS))?;
     files.push(File { name: SUMS.into(), platform: "all".into(), format: Format::Sums, size: sums_size, sha256: sums_sha });
-    let m = ImageManifest { version, source_date_epoch: epoch, source: Source { size, sha256: written.source_sha256 }, files };
+    let m = ImageManifest {
+        version,
+        source_date_epoch: epoch,
+        source: Source { size, sha256: written.source_sha256 },
+        metal_source: metal_disk.map(|(_, s)| s),
+        files,
+    };
     let text = m.to_text();
     ImageManifest::parse(&text).map_err(|e| anyhow::anyhow!("the manifest written does not parse back: {e}"))?;
     write_atomic(&stage.join(SIGNATURE), keys::signature_line(&key_id, &key, text.as_bytes()).as_bytes())?;
