@@ -471,6 +471,11 @@ pub(crate) fn load_module_names(release: &str, names: &[String]) {
     for name in names {
         match loader.load(name) {
             Ok(n) => files += n,
+            // The module's init found nothing to drive (efivarfs on a machine
+            // booted without UEFI): not an error of this machine.
+            Err(modules::ModuleError::Load { source, .. }) if source.raw_os_error() == Some(libc::ENODEV) => {
+                info!("module {name}: not for this machine (no such device)")
+            }
             Err(e) => error!("{}", error_chain(&e)),
         }
     }

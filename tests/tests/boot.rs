@@ -127,7 +127,7 @@ fn bad_command_line_values_are_named_and_boot_goes_on() {
         console.contains("WARN kernel command line: cairn.net_timeout=soon: expected a whole number of seconds from 0 to 3600; using 10"),
         "{console}"
     );
-    assert!(console.contains("WARN kernel command line: cairn.ip=10.0.2.300/24: expected dhcp, off or ADDRESS/PREFIX"), "{console}");
+    assert!(console.contains("WARN kernel command line: cairn.ip=10.0.2.300/24: expected dhcp, off, netd or ADDRESS/PREFIX"), "{console}");
     assert!(console.contains("WARN kernel command line: unknown key cairn.colour ignored"), "{console}");
     // The bad address fell back to DHCP.
     assert_eq!(field(&ready, "ip").as_deref(), Some("10.0.2.15/24"), "{ready}");
