@@ -239,7 +239,7 @@ impl App {
 
     async fn status(&self) -> ApiResult<Answer> {
         let ready = self.ready_line();
-        let field = |k: &str| ready.as_deref().and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix(k)?.strip_prefix('=').map(str::to_string)));
+        let field = |k: &str| ready.as_deref().and_then(|l| metrics::field(l, k)).map(str::to_string);
         let update = match self.node.cairnctl(&["update", "status"], None).await {
             Ok((true, out)) => json!(out.lines().collect::<Vec<_>>()),
             Ok((false, out)) => json!({"error": out.trim()}),
@@ -271,7 +271,7 @@ impl App {
         };
         let ready = self.ready_line();
         let generation = ready.as_deref().and_then(|l| {
-            l.split_whitespace().find_map(|w| w.strip_prefix("config=")?.rsplit(':').next()?.parse::<u64>().ok())
+            metrics::field(l, "config")?.rsplit(':').next()?.parse::<u64>().ok()
         });
         metrics::render(&metrics::Facts {
             services: &services,

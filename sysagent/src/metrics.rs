@@ -23,7 +23,8 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+/// The value of `key=` in a line of `key=value` words (the ready line).
+pub fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
