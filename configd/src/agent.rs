@@ -1,17 +1,39 @@
 //! The node agent's files from `[api]`: what sysagent reads, and whose
 //! server certificate's presence makes cairn-init start it.
 
-use cairn_model::config::Api;
+use cairn_model::config::{Api, MachineConfig};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 pub const DIR: &str = "/var/lib/cairn/sysagent";
 
+/// What the agent reads of `[cluster]` (`cluster.json`): the role, the
+/// managers, the address to advertise (given, else the first static address
+/// in the network config) and the agent port the managers' agents use.
+pub fn cluster_json(c: &MachineConfig) -> Option<String> {
+    let cl = c.cluster.as_ref()?;
+    let first_static = || {
+        c.network.links.iter().flat_map(|l| l.addressing.addresses.iter()).chain(c.network.vlans.iter().flat_map(|v| v.addressing.addresses.iter())).map(|a| a.addr).next()
+    };
+    let advertise = cl.advertise_address.or_else(first_static);
+    let port = c.api.listen.map_or(9440, |l| l.port());
+    let v = serde_json::json!({
+        "role": match cl.role { cairn_model::config::Role::Manager => "manager", cairn_model::config::Role::Worker => "worker" },
+        "managers": cl.managers,
+        "advertise": advertise.map(|a| a.to_string()),
+        "agent_port": port,
+        "token_file": cl.token_file,
+        "max_parallel": cl.max_parallel,
+    });
+    Some(v.to_string())
+}
+
 /// Writes (or, with the agent off, removes) the agent's files. Returns
 /// (level, message) notes.
-pub fn write(api: &Api, dir: &Path) -> Vec<(String, String)> {
+pub fn write(api: &Api, cluster: Option<&str>, dir: &Path) -> Vec<(String, String)> {
     let mut notes = Vec::new();
     let server = dir.join("server.pem");
+    let cluster_file = dir.join("cluster.json");
     let (Some(ca), Some(cert), Some(key), true) = (&api.ca, &api.certificate, &api.key, api.enabled) else {
         // No agent: without its certificate cairn-init does not start it.
         match std::fs::remove_file(&server) {
@@ -48,7 +70,22 @@ pub fn write(api: &Api, dir: &Path) -> Vec<(String, String)> {
             return notes;
         }
     }
+    // Before server.pem would be better, but the agent reads it at start and
+    // cairn-init starts the agent only after this program is done.
+    let cluster_written = match cluster {
+        Some(text) => crate::store::write_durable(&cluster_file, text.as_bytes()),
+        None => match std::fs::remove_file(&cluster_file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        },
+    };
+    if let Err(e) = cluster_written {
+        notes.push(("error".into(), format!("config: {}: {e}; the node's cluster membership is not what the config says", cluster_file.display())));
+    }
     notes.push(("info".into(), format!("config: the node agent listens on {listen} (mutual TLS)")));
+    if cluster.is_some() {
+        notes.push(("info".into(), "config: the node agent joins the cluster of [cluster]".into()));
+    }
     notes
 }
 
@@ -69,14 +106,32 @@ mod tests {
             key: Some("KEY".into()),
             deny_serials: vec!["ab".into(), "cd".into()],
         };
-        write(&api, &dir);
+        write(&api, Some("{}"), &dir);
         assert_eq!(std::fs::read_to_string(dir.join("server.pem")).unwrap(), "CERT\n");
+        assert_eq!(std::fs::read_to_string(dir.join("cluster.json")).unwrap(), "{}");
         assert_eq!(std::fs::read_to_string(dir.join("deny")).unwrap(), "ab\ncd\n");
         assert_eq!(std::fs::read_to_string(dir.join("listen")).unwrap(), "0.0.0.0:9440\n");
         assert_eq!(std::fs::metadata(dir.join("server.key")).unwrap().permissions().mode() & 0o777, 0o600);
+        write(&api, None, &dir);
+        assert!(!dir.join("cluster.json").exists(), "no [cluster], no membership");
         api.enabled = false;
-        write(&api, &dir);
+        write(&api, None, &dir);
         assert!(!dir.join("server.pem").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_cluster_file_advertises_the_first_static_address_unless_told() {
+        let text = "version = 1\n[[network.links]]\nname = \"eth0\"\naddresses = [\"10.77.0.12/24\"]\n[cluster]\nrole = \"worker\"\nmanagers = [\"10.77.0.11:2377\"]\n";
+        let c = cairn_model::config::parse(text, "m.toml").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&cluster_json(&c).unwrap()).unwrap();
+        assert_eq!(v["advertise"], "10.77.0.12");
+        assert_eq!(v["role"], "worker");
+        assert_eq!(v["managers"][0], "10.77.0.11:2377");
+        assert_eq!(v["agent_port"], 9440);
+        let c = cairn_model::config::parse(&format!("{text}advertise_address = \"10.77.0.99\"\n"), "m.toml").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&cluster_json(&c).unwrap()).unwrap();
+        assert_eq!(v["advertise"], "10.77.0.99");
+        assert!(cluster_json(&cairn_model::config::parse("version = 1\n", "m.toml").unwrap()).is_none());
     }
 }

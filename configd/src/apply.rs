@@ -90,10 +90,11 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
     if !c.access.ssh_authorized_keys.is_empty() {
         not_yet("access.ssh_authorized_keys (there is no SSH server)");
     }
-    notes2.extend(crate::agent::write(&c.api, paths.agent));
-    if c.cluster.is_some() {
-        not_yet("[cluster] (there is no cluster agent)");
+    let cluster = crate::agent::cluster_json(c);
+    if cluster.is_some() && c.api.certificate.is_none() {
+        notes2.push(("error".into(), "config: [cluster] needs the node agent, and [api] gives it no certificate; this node joins no cluster".into()));
     }
+    notes2.extend(crate::agent::write(&c.api, cluster.as_deref(), paths.agent));
     if c.metrics.enabled || c.metrics.listen.is_some() {
         not_yet("[metrics]");
     }
@@ -275,7 +276,7 @@ mod tests {
         );
         let said: Vec<&str> = notes.iter().map(|(_, m)| m.as_str()).collect();
         assert!(!said.iter().any(|m| m.contains("network")), "{said:?}");
-        for what in ["[cluster]", "[metrics]", "time.ntp"] {
+        for what in ["[metrics]", "time.ntp"] {
             assert!(said.iter().any(|m| m.contains(what)), "{what} not named in {said:?}");
         }
         std::fs::remove_dir_all(&root).unwrap();

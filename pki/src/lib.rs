@@ -24,16 +24,20 @@ pub enum Role {
     Operator,
     /// Reads only.
     Reader,
+    /// Another node's agent: only what nodes ask each other for (a join
+    /// token, a reboot slot). Carried by node certificates, never by people.
+    Node,
 }
 
 impl Role {
-    pub const ALL: [Role; 3] = [Role::Admin, Role::Operator, Role::Reader];
+    pub const ALL: [Role; 4] = [Role::Admin, Role::Operator, Role::Reader, Role::Node];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Admin => "admin",
             Role::Operator => "operator",
             Role::Reader => "reader",
+            Role::Node => "node",
         }
     }
 }
@@ -56,13 +60,13 @@ const ROLE_PREFIX: &str = "cairn:";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("unknown role {0:?} (allowed: admin, operator, reader)")]
+    #[error("unknown role {0:?} (allowed: admin, operator, reader, node)")]
     UnknownRole(String),
     #[error("certificate: {0}")]
     Cert(#[from] rcgen::Error),
     #[error("certificate is not valid DER X.509: {0}")]
     Parse(String),
-    #[error("the client certificate carries no role (an organization attribute cairn:admin, cairn:operator or cairn:reader)")]
+    #[error("the client certificate carries no role (an organization attribute cairn:admin, cairn:operator, cairn:reader or cairn:node)")]
     NoRole,
     #[error("the client certificate carries more than one role")]
     ManyRoles,
@@ -174,8 +178,9 @@ impl Ca {
         self.issue(name(common_name, organization), vec![], usages, validity)
     }
 
-    /// A node's server certificate, valid for each of `names` (DNS names or
-    /// IP addresses).
+    /// A node's certificate, valid for each of `names` (DNS names or IP
+    /// addresses): its agent's server identity, and its identity as a client
+    /// of other nodes' agents (role `node`).
     pub fn issue_server(&self, common_name: &str, names: &[String], validity: Validity) -> Result<Issued, Error> {
         let mut sans = Vec::new();
         for n in names {
@@ -184,7 +189,9 @@ impl Ca {
                 Err(_) => sans.push(SanType::DnsName(n.as_str().try_into()?)),
             }
         }
-        self.issue(name(common_name, None), sans, vec![ExtendedKeyUsagePurpose::ServerAuth], validity)
+        let org = format!("{ROLE_PREFIX}{}", Role::Node);
+        let usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(name(common_name, Some(&org)), sans, usages, validity)
     }
 
     fn issue(
@@ -311,6 +318,7 @@ mod tests {
         let cert = parse(&d).unwrap();
         let san = cert.subject_alternative_name().unwrap().unwrap();
         assert_eq!(san.value.general_names.len(), 2);
+        assert_eq!(identity(&d).unwrap().role, Role::Node, "a node is a client of other nodes' agents too");
     }
 
     #[test]

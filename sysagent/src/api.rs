@@ -6,7 +6,7 @@ use crate::error::{ApiError, ApiResult, Kind};
 use crate::node::{parse_list, Node};
 use crate::ops::Ops;
 use crate::routes::{self, Action, Resolved};
-use crate::{body, metrics};
+use crate::{body, cluster, metrics};
 use bytes::Bytes;
 use cairn_pki::Identity;
 use http_body_util::BodyExt;
@@ -30,6 +30,8 @@ pub struct App {
     pub cgroup_root: PathBuf,
     pub ready_file: PathBuf,
     pub scratch: PathBuf,
+    /// None when the machine config has no `[cluster]`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 enum Answer {
@@ -78,7 +80,7 @@ impl App {
             Ok(b) => b,
             Err(e) => return error_response(&e),
         };
-        let result = self.clone().dispatch(route.action, &args, &query, body).await;
+        let result = self.clone().dispatch(route.action, &args, &query, body, peer).await;
         let response = match result {
             Ok(Answer::Json(status, v)) => json_response(status, &v),
             Ok(Answer::Text(t)) => body::response(200, "text/plain; charset=utf-8", t.into_bytes()),
@@ -110,7 +112,7 @@ impl App {
         }
     }
 
-    async fn dispatch(self: Arc<App>, action: Action, args: &[String], query: &str, body: Bytes) -> ApiResult<Answer> {
+    async fn dispatch(self: Arc<App>, action: Action, args: &[String], query: &str, body: Bytes, peer: SocketAddr) -> ApiResult<Answer> {
         let arg = || args.first().map(String::as_str).unwrap_or("");
         match action {
             Action::Status => self.status().await,
@@ -181,6 +183,9 @@ impl App {
                 let v: Value = serde_json::from_str(OPENAPI).unwrap_or(Value::Null);
                 Ok(Answer::Json(200, v))
             }
+            Action::ClusterStatus => Ok(Answer::Json(200, cluster::handlers::status(self.cluster.as_deref()).await?)),
+            Action::ClusterToken => Ok(Answer::Json(200, cluster::handlers::token(self.cluster.as_deref(), arg()).await?)),
+            Action::ClusterReport => Ok(Answer::Json(200, cluster::handlers::report(self.cluster.as_deref(), peer, &body).await?)),
         }
     }
 
@@ -312,12 +317,12 @@ fn uptime() -> f64 {
     read_trim("/proc/uptime").split_whitespace().next().and_then(|v| v.parse().ok()).unwrap_or(0.0)
 }
 
-fn os_version() -> String {
+pub fn os_version() -> String {
     let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
     text.lines().find_map(|l| l.strip_prefix("VERSION_ID=")).map(|v| v.trim_matches('"').to_string()).unwrap_or_default()
 }
 
-fn slot() -> String {
+pub fn slot() -> String {
     let cmdline = String::from_utf8_lossy(&std::fs::read("/proc/cmdline").unwrap_or_default()).into_owned();
     cmdline.split_whitespace().find_map(|w| w.strip_prefix("cairn.slot=")).unwrap_or("none").to_string()
 }

@@ -6,6 +6,8 @@
 mod api;
 mod audit;
 mod body;
+mod client;
+mod cluster;
 mod error;
 mod metrics;
 mod node;
@@ -24,6 +26,7 @@ struct Args {
     socket: PathBuf,
     cairnctl: PathBuf,
     audit: PathBuf,
+    docker: PathBuf,
 }
 
 fn args() -> Result<Args> {
@@ -33,6 +36,7 @@ fn args() -> Result<Args> {
         socket: "/run/cairn/control.sock".into(),
         cairnctl: "/usr/bin/cairnctl".into(),
         audit: "/var/lib/cairn/audit".into(),
+        docker: "/run/docker.sock".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -43,8 +47,9 @@ fn args() -> Result<Args> {
             "--socket" => a.socket = value()?.into(),
             "--cairnctl" => a.cairnctl = value()?.into(),
             "--audit" => a.audit = value()?.into(),
+            "--docker" => a.docker = value()?.into(),
             "--help" | "-h" => {
-                println!("usage: sysagent [--listen ADDR:PORT (default: DIR/listen, else 0.0.0.0:9440)] [--dir DIR (ca.pem, server.pem, server.key, deny, listen)] [--socket PATH] [--cairnctl PATH] [--audit DIR]");
+                println!("usage: sysagent [--listen ADDR:PORT (default: DIR/listen, else 0.0.0.0:9440)] [--dir DIR (ca.pem, server.pem, server.key, deny, listen)] [--socket PATH] [--cairnctl PATH] [--audit DIR] [--docker SOCKET]");
                 std::process::exit(0);
             }
             other => anyhow::bail!("unknown argument {other:?} (see --help)"),
@@ -59,6 +64,34 @@ fn args() -> Result<Args> {
             .unwrap_or_else(|| "0.0.0.0:9440".into());
     }
     Ok(a)
+}
+
+/// The cluster membership the machine config asks for, if any. A broken
+/// cluster file is logged and leaves the node out of the cluster; the API
+/// still serves.
+fn cluster_of(a: &Args, files: &tls::Files) -> Option<Arc<cluster::Cluster>> {
+    let settings = match cluster::Settings::load(&a.dir.join("cluster.json")) {
+        Ok(s) => s?,
+        Err(e) => {
+            tracing::error!("cluster: {e}; this node stays out of the cluster");
+            return None;
+        }
+    };
+    let peers = match client::Peers::new(&files.ca, &files.cert, &files.key) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::error!("cluster: cannot call other nodes' agents: {e}");
+            None
+        }
+    };
+    Some(Arc::new(cluster::Cluster {
+        settings,
+        engine: client::Engine::new(&a.docker),
+        peers,
+        seen: Default::default(),
+        version: api::os_version(),
+        slot: api::slot(),
+    }))
 }
 
 fn main() {
@@ -78,6 +111,7 @@ fn run() -> Result<()> {
         deny: Some(a.dir.join("deny")),
     };
     let tls = tls::server_config(&files)?;
+    let cluster = cluster_of(&a, &files);
     let app = Arc::new(api::App {
         node: node::Node { socket: a.socket, cairnctl: a.cairnctl },
         audit: audit::Audit::new(a.audit),
@@ -85,6 +119,7 @@ fn run() -> Result<()> {
         cgroup_root: "/sys/fs/cgroup/cairn".into(),
         ready_file: "/run/cairn/ready".into(),
         scratch: "/run/cairn/sysagent".into(),
+        cluster: cluster.clone(),
     });
     // One thread: the agent waits on the network and on cairn-init, and its
     // memory stays in single-digit MiB.
@@ -93,6 +128,9 @@ fn run() -> Result<()> {
         let listener =
             tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;
         tracing::info!("listening on {} (mutual TLS)", a.listen);
+        if let Some(c) = cluster {
+            tokio::spawn(cluster::member::run(c));
+        }
         server::serve(listener, tls, app).await;
         Ok(())
     })

@@ -28,6 +28,9 @@ pub enum Action {
     Audit,
     Metrics,
     OpenApi,
+    ClusterStatus,
+    ClusterToken,
+    ClusterReport,
 }
 
 pub struct Route {
@@ -43,6 +46,8 @@ pub struct Route {
 const READ: &[Role] = &[Role::Admin, Role::Operator, Role::Reader];
 const OPERATE: &[Role] = &[Role::Admin, Role::Operator];
 const ADMIN: &[Role] = &[Role::Admin];
+/// What one node's agent asks another's for, and admins too.
+const NODE: &[Role] = &[Role::Admin, Role::Node];
 
 const fn r(method: &'static str, path: &'static str, action: Action, roles: &'static [Role], mutating: bool) -> Route {
     Route { method, path, action, roles, mutating }
@@ -71,6 +76,11 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/audit", Action::Audit, ADMIN, false),
     r("GET", "/metrics", Action::Metrics, READ, false),
     r("GET", "/v1/openapi.json", Action::OpenApi, READ, false),
+    r("GET", "/v1/cluster", Action::ClusterStatus, READ, false),
+    // A join token makes a machine a member: admins and other nodes only.
+    r("GET", "/v1/cluster/token/{}", Action::ClusterToken, NODE, false),
+    // Labels for the node the request comes from (checked by its address).
+    r("POST", "/v1/cluster/report", Action::ClusterReport, NODE, true),
 ];
 
 /// What a request path and method resolve to.
@@ -148,6 +158,12 @@ mod tests {
             }
             assert!(allowed(route, Role::Admin), "admin may do everything: {}", route.path);
         }
+    }
+
+    #[test]
+    fn a_node_certificate_reaches_only_what_nodes_ask_each_other_for() {
+        let reachable: Vec<&str> = ROUTES.iter().filter(|r| allowed(r, Role::Node)).map(|r| r.path).collect();
+        assert_eq!(reachable, ["/v1/cluster/token/{}", "/v1/cluster/report"]);
     }
 
     #[test]

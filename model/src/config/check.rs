@@ -388,7 +388,7 @@ fn window(w: &mut Walk<'_>, at: At<'_>) -> Option<Window> {
 }
 
 fn cluster(w: &mut Walk<'_>, at: At<'_>) -> Option<Cluster> {
-    w.known_keys(at, &["orchestrator", "role", "managers", "token_file", "max_parallel"]);
+    w.known_keys(at, &["orchestrator", "role", "managers", "token_file", "max_parallel", "advertise_address"]);
     let orchestrator = w.choice(at, "orchestrator", &["swarm"]).unwrap_or_else(|| "swarm".into());
     let role = match w.choice(at, "role", &["manager", "worker"]).as_deref() {
         Some("manager") => Some(Role::Manager),
@@ -424,7 +424,8 @@ fn cluster(w: &mut Walk<'_>, at: At<'_>) -> Option<Cluster> {
         }
     });
     let max_parallel = w.integer(at, "max_parallel", 1, 100).unwrap_or(1) as u32;
-    Some(Cluster { orchestrator, role: role?, managers, token_file, max_parallel })
+    let advertise_address = ip(w, at, "advertise_address");
+    Some(Cluster { orchestrator, role: role?, managers, token_file, max_parallel, advertise_address })
 }
 
 fn access(w: &mut Walk<'_>, at: At<'_>) -> Access {

@@ -229,6 +229,10 @@ pub struct Cluster {
     /// `max_parallel`: at most this many workers reboot for an update at once
     /// (1 to 100, default 1).
     pub max_parallel: u32,
+    /// `advertise_address`: the address other nodes reach this one on.
+    /// Default: the first static address of the network config; a manager
+    /// needs a fixed one.
+    pub advertise_address: Option<IpAddr>,
 }
 
 /// `[access]`.
