@@ -115,7 +115,12 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     for spec in loaded.specs {
         supervisor.add(spec, now);
     }
-    let mut gate = verdict::Gate { loader_failed: loaded.failed, services: loaded.gates, var_is_state: stage2 && mounts::var_is_state() };
+    let mut gate = verdict::Gate {
+        loader_failed: loaded.failed,
+        services: loaded.gates,
+        var_is_state: stage2 && mounts::var_is_state(),
+        files: Vec::new(),
+    };
     for spec in [netd_spec(&settings), containerd_spec(&release, &settings)].into_iter().flatten() {
         gate.services.push(spec.name.clone());
         supervisor.add(spec, now);
@@ -123,6 +128,10 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
     timeline::mark("containerd_spec");
     if let Some(spec) = sysagent_spec(&settings) {
         gate.services.push(spec.name.clone());
+        if Path::new(CLUSTER_FILE).exists() {
+            // A member is healthy only once it is back in its swarm and Ready.
+            gate.files.push((CLUSTER_READY, "the cluster (this node back in the swarm and Ready)"));
+        }
         supervisor.add(spec, now);
     }
     let probes = match health_wake {
@@ -337,6 +346,11 @@ fn containerd_spec(release: &str, settings: &Settings) -> Option<supervisor::Spe
         ..supervisor::Spec::process("containerd", vec![BIN.into(), "--config".into(), "/etc/containerd/config.toml".into()])
     })
 }
+
+/// Written by cairn-config when the machine config has `[cluster]`.
+const CLUSTER_FILE: &str = "/var/lib/cairn/sysagent/cluster.json";
+/// Written by sysagent once the node is in its swarm and Ready.
+const CLUSTER_READY: &str = "/run/cairn/cluster-ready";
 
 /// sysagent, the node's API: a supervised host process, started when the
 /// machine config gave it a server certificate (cairn-config writes it)

@@ -40,6 +40,9 @@ pub struct Gate {
     pub services: Vec<String>,
     /// Whether /var is the ext4 STATE of the booted disk.
     pub var_is_state: bool,
+    /// Files another part of the system writes once its part is done (the
+    /// node back in its cluster), each with what it stands for.
+    pub files: Vec<(&'static str, &'static str)>,
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -67,6 +70,11 @@ impl Gate {
                 None => wrong.push(format!("{name} (shipped and enabled, but its spec or unit was rejected)")),
                 Some(Err(why)) => missing.push(why),
                 Some(Ok(())) => {}
+            }
+        }
+        for (path, what) in &self.files {
+            if !Path::new(path).exists() {
+                missing.push((*what).to_string());
             }
         }
         match net {
@@ -205,7 +213,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     fn gate() -> Gate {
-        Gate { loader_failed: None, services: vec!["chrony".into(), "containerd".into()], var_is_state: true }
+        Gate { loader_failed: None, services: vec!["chrony".into(), "containerd".into()], var_is_state: true, files: vec![] }
     }
 
     fn configured() -> net::Status {
@@ -225,11 +233,15 @@ mod tests {
         assert_eq!(gate().check(all_up, Some(&failed), false), Verdict::Wait(vec!["network (not configured: no link)".into()]));
         assert_eq!(gate().check(all_up, None, false), Verdict::Wait(vec!["network (not configured yet)".into()]));
         assert_eq!(gate().check(all_up, Some(&failed), true), Verdict::Healthy, "cairn.ip=off needs no network");
+        let member = Gate { files: vec![("/nonexistent/cluster-ready", "the cluster")], ..gate() };
+        assert_eq!(member.check(all_up, Some(&configured()), false), Verdict::Wait(vec!["the cluster".into()]));
+        let here = Gate { files: vec![("/proc/self", "the cluster")], ..gate() };
+        assert_eq!(here.check(all_up, Some(&configured()), false), Verdict::Healthy);
     }
 
     #[test]
     fn what_waiting_cannot_mend_is_unhealthy_at_once() {
-        let loader = Gate { loader_failed: Some("exit status: 1".into()), services: vec![], var_is_state: true };
+        let loader = Gate { loader_failed: Some("exit status: 1".into()), services: vec![], var_is_state: true, files: vec![] };
         assert_eq!(
             loader.check(all_up, Some(&configured()), false),
             Verdict::Unhealthy(vec!["the service loader failed: exit status: 1".into()])

@@ -157,6 +157,7 @@ impl App {
                 let (ok, out) = self.node.cairnctl(&["update", "check"], None).await?;
                 Ok(Answer::Json(if ok { 200 } else { 422 }, json!({"ok": ok, "output": out})))
             }
+            Action::UpdateApply if self.cluster.is_some() => self.cluster_update().await,
             Action::UpdateApply => self.operation(vec!["update".into(), "apply".into()]).await,
             Action::UpdateRollback => self.operation(vec!["rollback".into()]).await,
             Action::Reboot | Action::PowerOff => {
@@ -186,6 +187,14 @@ impl App {
             Action::ClusterStatus => Ok(Answer::Json(200, cluster::handlers::status(self.cluster.as_deref()).await?)),
             Action::ClusterToken => Ok(Answer::Json(200, cluster::handlers::token(self.cluster.as_deref(), arg()).await?)),
             Action::ClusterReport => Ok(Answer::Json(200, cluster::handlers::report(self.cluster.as_deref(), peer, &body).await?)),
+            Action::ClusterLock => Ok(Answer::Json(200, cluster::slots::lock(self.cluster.as_deref(), peer, &body).await?)),
+            Action::ClusterUnlock => Ok(Answer::Json(200, cluster::slots::unlock(self.cluster.as_deref(), peer, &body).await?)),
+            Action::ClusterHalt => Ok(Answer::Json(200, cluster::slots::halt(self.cluster.as_deref(), peer, &body).await?)),
+            Action::ClusterResume => Ok(Answer::Json(200, cluster::slots::resume(self.cluster.as_deref()).await?)),
+            Action::ClusterAvailability => {
+                Ok(Answer::Json(200, cluster::slots::availability(self.cluster.as_deref(), peer, &body).await?))
+            }
+            Action::ClusterConverged => Ok(Answer::Json(200, cluster::slots::converged(self.cluster.as_deref(), arg()).await?)),
         }
     }
 
@@ -214,6 +223,22 @@ impl App {
                     let _ = std::fs::remove_file(w);
                 }
             }
+        });
+        Ok(Answer::Json(202, json!({"operation": id, "poll": format!("/v1/operations/{id}")})))
+    }
+
+    /// An update on a cluster member goes through the rollout: a reboot
+    /// slot, a drain, then the install.
+    async fn cluster_update(self: Arc<App>) -> ApiResult<Answer> {
+        let ticket = self.ops.begin("update apply (cluster rollout)").map_err(busy)?;
+        let id = ticket.id;
+        let app = self.clone();
+        tokio::spawn(async move {
+            let Some(c) = app.cluster.as_deref() else { return };
+            match cluster::upgrade::apply(c, &app.node, &c.marker).await {
+                Ok(out) => ticket.finish(true, &out),
+                Err(e) => ticket.finish(false, &e),
+            };
         });
         Ok(Answer::Json(202, json!({"operation": id, "poll": format!("/v1/operations/{id}")})))
     }
@@ -286,6 +311,7 @@ impl App {
             config_generation: generation,
             cgroup_root: &self.cgroup_root,
             uptime_s: uptime(),
+            cluster: self.cluster.as_deref().map(|c| (c.settings.role.as_str(), c.seen())),
         })
     }
 }

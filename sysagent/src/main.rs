@@ -91,6 +91,9 @@ fn cluster_of(a: &Args, files: &tls::Files) -> Option<Arc<cluster::Cluster>> {
         seen: Default::default(),
         version: api::os_version(),
         slot: api::slot(),
+        node: node::Node { socket: a.socket.clone(), cairnctl: a.cairnctl.clone() },
+        marker: a.dir.join("rollout.json"),
+        ready_file: "/run/cairn/cluster-ready".into(),
     }))
 }
 

@@ -16,6 +16,9 @@ pub struct Facts<'a> {
     pub config_generation: Option<u64>,
     pub cgroup_root: &'a Path,
     pub uptime_s: f64,
+    /// The cluster membership, when the machine config has `[cluster]`:
+    /// the configured role and what the membership loop last saw.
+    pub cluster: Option<(&'a str, crate::cluster::Seen)>,
 }
 
 /// Label values escape `\`, `"` and newlines.
@@ -86,6 +89,14 @@ pub fn render(f: &Facts<'_>) -> String {
             let _ = writeln!(out, "cairn_service_memory_bytes{{service=\"{}\"}} {b}", label(&s.name));
         }
     }
+    if let Some((role, seen)) = &f.cluster {
+        family(&mut out, "cairn_cluster_member", "gauge", "1 when the node is an active member of its swarm.");
+        let _ = writeln!(out, "cairn_cluster_member{{role=\"{}\",state=\"{}\"}} {}", label(role), label(&seen.state), u8::from(seen.state == "active"));
+        family(&mut out, "cairn_cluster_manager", "gauge", "1 when the node is a swarm manager that may write.");
+        let _ = writeln!(out, "cairn_cluster_manager {}", u8::from(seen.manager));
+        family(&mut out, "cairn_cluster_joins_total", "counter", "Swarm joins or inits the agent made since it started.");
+        let _ = writeln!(out, "cairn_cluster_joins_total {}", seen.joins);
+    }
     out
 }
 
@@ -108,6 +119,7 @@ mod tests {
             config_generation: Some(3),
             cgroup_root: Path::new("/nonexistent"),
             uptime_s: 12.5,
+            cluster: Some(("worker", crate::cluster::Seen { state: "active".into(), joins: 1, ..Default::default() })),
         });
         let mut declared = std::collections::HashSet::new();
         for line in text.lines() {
@@ -121,5 +133,6 @@ mod tests {
         assert!(text.contains("cairn_boot_seconds 2.4\n"));
         assert!(text.contains("cairn_service_restarts_total{service=\"chrony\"} 2\n"));
         assert!(text.contains("service=\"we\\\"ird\""));
+        assert!(text.contains("cairn_cluster_member{role=\"worker\",state=\"active\"} 1\n"));
     }
 }

@@ -31,6 +31,12 @@ pub enum Action {
     ClusterStatus,
     ClusterToken,
     ClusterReport,
+    ClusterLock,
+    ClusterUnlock,
+    ClusterHalt,
+    ClusterResume,
+    ClusterAvailability,
+    ClusterConverged,
 }
 
 pub struct Route {
@@ -76,11 +82,21 @@ pub const ROUTES: &[Route] = &[
     r("GET", "/v1/audit", Action::Audit, ADMIN, false),
     r("GET", "/metrics", Action::Metrics, READ, false),
     r("GET", "/v1/openapi.json", Action::OpenApi, READ, false),
-    r("GET", "/v1/cluster", Action::ClusterStatus, READ, false),
+    // Nodes read it too: a node that halted the rollout watches for resume.
+    r("GET", "/v1/cluster", Action::ClusterStatus, &[Role::Admin, Role::Operator, Role::Reader, Role::Node], false),
     // A join token makes a machine a member: admins and other nodes only.
     r("GET", "/v1/cluster/token/{}", Action::ClusterToken, NODE, false),
     // Labels for the node the request comes from (checked by its address).
     r("POST", "/v1/cluster/report", Action::ClusterReport, NODE, true),
+    // The rollout: a node asks a manager's agent for a reboot slot, to be
+    // drained and reactivated, whether its work has moved, and halts the
+    // fleet when it rolled back. Each acts only for the asking node.
+    r("POST", "/v1/cluster/lock", Action::ClusterLock, NODE, true),
+    r("POST", "/v1/cluster/unlock", Action::ClusterUnlock, NODE, true),
+    r("POST", "/v1/cluster/halt", Action::ClusterHalt, NODE, true),
+    r("POST", "/v1/cluster/availability", Action::ClusterAvailability, NODE, true),
+    r("GET", "/v1/cluster/converged/{}", Action::ClusterConverged, NODE, false),
+    r("POST", "/v1/cluster/resume", Action::ClusterResume, ADMIN, true),
 ];
 
 /// What a request path and method resolve to.
@@ -163,7 +179,9 @@ mod tests {
     #[test]
     fn a_node_certificate_reaches_only_what_nodes_ask_each_other_for() {
         let reachable: Vec<&str> = ROUTES.iter().filter(|r| allowed(r, Role::Node)).map(|r| r.path).collect();
-        assert_eq!(reachable, ["/v1/cluster/token/{}", "/v1/cluster/report"]);
+        assert!(!reachable.is_empty());
+        assert!(reachable.iter().all(|p| p.starts_with("/v1/cluster")), "{reachable:?}");
+        assert!(!reachable.contains(&"/v1/cluster/resume"), "only an operator resumes a halted rollout");
     }
 
     #[test]

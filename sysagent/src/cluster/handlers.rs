@@ -7,7 +7,7 @@ use crate::error::{ApiError, ApiResult, Kind};
 use serde_json::{json, Value};
 use std::net::{IpAddr, SocketAddr};
 
-fn engine_error(e: SwarmError) -> ApiError {
+pub fn engine_error(e: SwarmError) -> ApiError {
     match &e {
         SwarmError::Engine { status: 503, .. } => ApiError::new(Kind::Unavailable, e.to_string()),
         SwarmError::Engine { status: 404, .. } => ApiError::new(Kind::NotFound, e.to_string()),
@@ -15,7 +15,7 @@ fn engine_error(e: SwarmError) -> ApiError {
     }
 }
 
-fn no_cluster() -> ApiError {
+pub fn no_cluster() -> ApiError {
     ApiError::new(Kind::NotFound, "this machine's config has no [cluster] section")
 }
 
@@ -26,8 +26,10 @@ pub async fn status(c: Option<&Cluster>) -> ApiResult<Value> {
         return Ok(json!({"configured": false}));
     };
     let seen = c.seen();
+    let pending = super::upgrade::load(&c.marker);
     let mut v = json!({
         "configured": true,
+        "pending_update": pending,
         "role": c.settings.role,
         "managers": c.settings.managers,
         "max_parallel": c.settings.max_parallel,
@@ -38,6 +40,10 @@ pub async fn status(c: Option<&Cluster>) -> ApiResult<Value> {
         "error": seen.error,
     });
     if seen.manager {
+        match super::store::read(&c.engine).await {
+            Ok(r) => v["rollout"] = json!(r),
+            Err(e) => v["rollout_error"] = json!(e.to_string()),
+        }
         match swarm::get(&c.engine, "/nodes").await {
             Ok(nodes) => {
                 let list: Vec<Value> = nodes.as_array().map(|a| a.iter().map(swarm::node_view).collect()).unwrap_or_default();
@@ -65,19 +71,21 @@ pub async fn token(c: Option<&Cluster>, role: &str) -> ApiResult<Value> {
     Ok(json!({"role": role, "token": t}))
 }
 
-/// `POST /v1/cluster/report`: a worker's agent asks a manager to label its
-/// node. The node is the one whose swarm address the request comes from, so
-/// a node can label only itself.
-pub async fn report(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiResult<Value> {
-    let c = c.ok_or_else(no_cluster)?;
-    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::new(Kind::BadRequest, format!("the body is not JSON: {e}")))?;
-    let field = |k: &str| -> ApiResult<String> {
-        v[k].as_str()
-            .filter(|s| !s.is_empty() && s.len() <= 64 && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ".-_+".contains(ch)))
-            .map(str::to_string)
-            .ok_or_else(|| ApiError::new(Kind::BadRequest, format!("{k}: missing, or not a short name")))
-    };
-    let (id, version, slot) = (field("node_id")?, field("version")?, field("slot")?);
+/// The body's `key` as a short name (a node id, a version, a slot).
+pub fn name_field(v: &Value, k: &str) -> ApiResult<String> {
+    v[k].as_str()
+        .filter(|s| !s.is_empty() && s.len() <= 64 && s.chars().all(|ch| ch.is_ascii_alphanumeric() || ".-_+".contains(ch)))
+        .map(str::to_string)
+        .ok_or_else(|| ApiError::new(Kind::BadRequest, format!("{k}: missing, or not a short name")))
+}
+
+pub fn json_body(body: &[u8]) -> ApiResult<Value> {
+    serde_json::from_slice(body).map_err(|e| ApiError::new(Kind::BadRequest, format!("the body is not JSON: {e}")))
+}
+
+/// The swarm node `id`, if the request comes from its address: a node acts
+/// only for itself.
+pub async fn caller_node(c: &Cluster, peer: SocketAddr, id: &str) -> ApiResult<Value> {
     let node = swarm::get(&c.engine, &format!("/nodes/{id}")).await.map_err(engine_error)?;
     let addr: Option<IpAddr> = node["Status"]["Addr"].as_str().and_then(|a| a.parse().ok());
     if addr != Some(canonical(peer.ip())) {
@@ -86,8 +94,18 @@ pub async fn report(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiRe
             format!("node {id} is at {} in the swarm, but this request comes from {}", addr.map_or("?".into(), |a| a.to_string()), peer.ip()),
         ));
     }
+    Ok(node)
+}
+
+/// `POST /v1/cluster/report`: a worker's agent asks a manager to label its
+/// node, and learns how the swarm sees it (state, availability).
+pub async fn report(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiResult<Value> {
+    let c = c.ok_or_else(no_cluster)?;
+    let v = json_body(body)?;
+    let (id, version, slot) = (name_field(&v, "node_id")?, name_field(&v, "version")?, name_field(&v, "slot")?);
+    let node = caller_node(c, peer, &id).await?;
     let changed = swarm::label_node(&c.engine, &id, &[("cairn.version", &version), ("cairn.slot", &slot)]).await.map_err(engine_error)?;
-    Ok(json!({"node_id": id, "changed": changed}))
+    Ok(json!({"node_id": id, "changed": changed, "state": node["Status"]["State"], "availability": node["Spec"]["Availability"]}))
 }
 
 /// An IPv4 peer on a dual-stack socket shows as ::ffff:a.b.c.d.

@@ -32,7 +32,9 @@ pub async fn run(cluster: Arc<Cluster>) {
             Ok(Round::Member) => {
                 cluster.set_seen(|s| s.error = None);
                 retry = FIRST_RETRY;
-                tokio::time::sleep(STEADY).await;
+                // A rollout in progress is followed closely.
+                let pace = if cluster.marker.exists() { FIRST_RETRY * 3 } else { STEADY };
+                tokio::time::sleep(pace).await;
             }
             Ok(Round::Waiting(why)) => {
                 cluster.set_seen(|s| s.error = Some(why));
@@ -64,10 +66,7 @@ async fn round(c: &Cluster) -> Result<Round, SwarmError> {
         s.manager = local.control;
     });
     match local.state.as_str() {
-        "active" => {
-            label_self(c, &local.node_id, local.control).await?;
-            Ok(Round::Member)
-        }
+        "active" => member(c, &local.node_id, local.control).await,
         "pending" => Ok(Round::Waiting("the join is in progress".into())),
         "locked" => Ok(Round::Waiting("the swarm is locked (autolock): unlock it with `docker swarm unlock`".into())),
         "error" => Ok(Round::Waiting(format!("the engine reports a swarm error: {}", local.error))),
@@ -103,8 +102,7 @@ async fn wait_active(c: &Cluster) -> Result<Round, SwarmError> {
                     s.node_id = Some(l.node_id.clone());
                     s.manager = l.control;
                 });
-                label_self(c, &l.node_id, l.control).await?;
-                return Ok(Round::Member);
+                return member(c, &l.node_id, l.control).await;
             }
             "error" => return Ok(Round::Waiting(format!("the join failed: {}", l.error))),
             _ => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -143,23 +141,47 @@ async fn fetch_token(c: &Cluster) -> Result<String, SwarmError> {
     Err(SwarmError::Cluster(format!("no manager's agent gave a join token: {}", why.join("; "))))
 }
 
-/// The node's `cairn.version` and `cairn.slot` labels. Only managers write
+/// A member's round: labels, the Ready file the trial gate waits for, on a
+/// manager the sweep of lost slot holders, and any rollout left from before
+/// the boot.
+async fn member(c: &Cluster, id: &str, manager: bool) -> Result<Round, SwarmError> {
+    let ready = label_self(c, id, manager).await?;
+    if ready && !c.ready_file.exists() {
+        if let Err(e) = std::fs::write(&c.ready_file, format!("{id}\n")) {
+            warn!("cluster: {}: {e}", c.ready_file.display());
+        }
+        info!("cluster: node {id} is in the swarm and Ready");
+    }
+    if manager {
+        if let Err(e) = super::slots::sweep(c).await {
+            warn!("cluster: the rollout sweep: {}", e.message);
+        }
+    }
+    if let Err(e) = super::upgrade::resume_after_boot(c, &c.node, &c.marker, ready).await {
+        return Ok(Round::Waiting(format!("the rollout after this boot: {e}")));
+    }
+    Ok(Round::Member)
+}
+
+/// The node's `cairn.version` and `cairn.slot` labels; whether the swarm
+/// sees the node Ready. Only managers write
 /// to the swarm: a worker asks a manager's agent, which labels the node the
 /// request comes from.
-async fn label_self(c: &Cluster, id: &str, manager: bool) -> Result<(), SwarmError> {
+async fn label_self(c: &Cluster, id: &str, manager: bool) -> Result<bool, SwarmError> {
     let labels = [("cairn.version", c.version.as_str()), ("cairn.slot", c.slot.as_str())];
     if manager {
         if swarm::label_node(&c.engine, id, &labels).await? {
             info!("cluster: labelled this node cairn.version={} cairn.slot={}", c.version, c.slot);
         }
-        return Ok(());
+        let me = swarm::get(&c.engine, &format!("/nodes/{id}")).await?;
+        return Ok(me["Status"]["State"] == "ready");
     }
-    let Some(peers) = &c.peers else { return Ok(()) };
+    let Some(peers) = &c.peers else { return Ok(false) };
     let body = json!({"node_id": id, "version": c.version, "slot": c.slot});
     let mut why = Vec::new();
     for agent in c.settings.manager_agents() {
         match peers.call(&agent, "POST", "/v1/cluster/report", Some(&body)).await {
-            Ok(a) if a.status == 200 => return Ok(()),
+            Ok(a) if a.status == 200 => return Ok(a.json()["state"] == "ready"),
             Ok(a) => why.push(format!("{agent}: {} {}", a.status, a.message())),
             Err(e) => why.push(e.to_string()),
         }

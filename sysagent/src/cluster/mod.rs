@@ -7,12 +7,17 @@
 
 pub mod handlers;
 pub mod member;
+pub mod rollout;
+pub mod slots;
+pub mod store;
 pub mod swarm;
+pub mod upgrade;
 
 use crate::client::{Engine, Peers};
+use crate::node::Node;
 use serde::{Deserialize, Serialize};
 use std::net::IpAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 /// What cairn-config hands the agent from `[cluster]`.
@@ -94,6 +99,13 @@ pub struct Cluster {
     /// This node's OS version and slot, for its labels.
     pub version: String,
     pub slot: String,
+    /// cairn-init and cairnctl, for the update a rollout runs.
+    pub node: Node,
+    /// Where the rollout this node is in is kept (STATE).
+    pub marker: PathBuf,
+    /// Written once the node is in the swarm and Ready: cairn-init's trial
+    /// gate waits for it.
+    pub ready_file: PathBuf,
 }
 
 impl Cluster {
