@@ -110,6 +110,9 @@ pub struct Config {
     /// Run QEMU inside this network namespace (`ip netns exec`), where a
     /// test's taps and servers live apart from the host's networks.
     pub netns: Option<String>,
+    /// QEMU's user network (NAT through this process) as the first NIC; off
+    /// for machines whose only link is a tap in `netns` (the lab).
+    pub user_net: bool,
     pub extra_args: Vec<String>,
     /// Bytes appended to the kernel command line as they are: they need not
     /// be UTF-8 (direct boot only).
@@ -157,6 +160,7 @@ impl Config {
             allow_reboot: true,
             netdev: String::new(),
             netns: None,
+            user_net: true,
             extra_args: Vec::new(),
             cmdline_raw: Vec::new(),
         }
@@ -405,8 +409,10 @@ impl Machine {
                 .arg(format!("file={},format={format},if=none,id=disk0", path.display()))
                 .args(cfg.disk_bus.device_args());
         }
-        cmd.arg("-netdev").arg(format!("user,id=n0{}", cfg.netdev)).args(["-device", &format!("{},netdev=n0", cfg.nic)])
-            .args(["-device", "virtio-rng-pci"])
+        if cfg.user_net {
+            cmd.arg("-netdev").arg(format!("user,id=n0{}", cfg.netdev)).args(["-device", &format!("{},netdev=n0", cfg.nic)]);
+        }
+        cmd.args(["-device", "virtio-rng-pci"])
             .arg("-qmp").arg(format!("unix:{},server=on,wait=off", qmp_path.display()));
         if cfg.interactive {
             // A multiplexed stdio: Ctrl-A X quits QEMU, Ctrl-A C switches to

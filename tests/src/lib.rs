@@ -72,3 +72,5 @@ pub fn build_epoch() -> String {
     let path = out_dir().join("source-date-epoch");
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run make image)", path.display())).trim().to_string()
 }
+
+pub mod lab;
