@@ -1,37 +1,20 @@
-//! cairnctl: local control of a Cairn machine through cairn-init's socket.
-//!
-//! ```text
-//! cairnctl list                      services with state, pid, restarts, uptime, health
-//! cairnctl logs NAME [-f]            a service's log (kernel: the kernel's), -f follows
-//! cairnctl restart NAME              stop and start a service
-//! cairnctl exec NAME -- CMD [ARG]... run a command inside a service's container
-//! cairnctl reboot | poweroff
-//! cairnctl update check              is there a newer signed version for this machine?
-//! cairnctl update apply [--no-reboot] download, install into the other slot, switch, reboot
-//! cairnctl update status             slots, entries, trial, floor, bad versions, repository
-//! cairnctl update set url=URL [channel=stable|beta|alpha] [ca=FILE] [proxy=URL]
-//! cairnctl update unmark VERSION     let apply install a version recorded as bad again
-//! cairnctl update settle healthy | unhealthy REASON   (cairn-init, every boot)
-//! cairnctl [update] rollback [--no-reboot]  boot the other slot, if it holds a version
-//!                                    that was good; the version left is recorded as bad
-//! cairnctl config validate FILE [--output json]   check a machine config (offline)
-//! cairnctl config apply FILE | try FILE [--timeout 2m] | confirm | rollback | status [--output json]
-//! cairnctl pki ca | client | node ...  the cluster CA and its certificates (see pki.rs)
-//!
-//! cairnctl --node HOST[:PORT][,HOST...] [--ca F] [--cert F] [--key F] [--output json] [--yes] VERB...
-//!     the same verbs (status, list, logs, restart, reboot, poweroff, update ..., rollback,
-//!     config ..., audit, metrics) through sysagent's API on each node (port 9440, mutual
-//!     TLS); the files default to $CAIRN_CA, $CAIRN_CERT, $CAIRN_KEY
-//! ```
+//! cairnctl: control of a Cairn machine. On the node it speaks to
+//! cairn-init's control socket (and runs the updater and the config checker
+//! itself); with `--node HOST,...` the same verbs go to sysagent's API over
+//! mutual TLS (remote.rs). Every verb and flag is in cli.rs; `cairnctl
+//! --help` and `cairnctl VERB --help` print them.
 //!
 //! The protocol: one request line of tab-separated words; the answer starts
 //! with `ok` or `error: ...` and the rest is printed as it comes until init
 //! closes the connection.
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
+use cli::{Command, Output};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 
+mod cli;
 mod config;
 mod pki;
 mod remote;
@@ -44,121 +27,53 @@ const MAX_REQUEST: usize = 4096;
 /// the config loader (at most 25 s) and the service loader (at most 30 s).
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn usage() -> ! {
-    eprintln!("usage: cairnctl list | logs NAME [-f] | restart NAME | exec NAME -- CMD [ARG]... | reboot | poweroff");
-    eprintln!("       cairnctl update check | apply [--no-reboot] | status | set KEY=VALUE... | unmark VERSION | settle healthy|unhealthy REASON");
-    eprintln!("       cairnctl [update] rollback [--no-reboot]");
-    eprintln!("       cairnctl config validate FILE [--output json] | apply FILE | try FILE [--timeout 2m] | confirm | rollback | status [--output json]");
-    std::process::exit(2);
-}
-
-fn request(args: &[String]) -> Result<Vec<String>> {
-    let words: Vec<String> = match args.first().map(String::as_str) {
-        Some("list") | Some("reboot") | Some("poweroff") if args.len() == 1 => args.to_vec(),
-        Some("restart") if args.len() == 2 => args.to_vec(),
-        Some("logs") => match &args[1..] {
-            [name] => vec!["logs".into(), name.clone()],
-            [name, f] | [f, name] if f == "-f" => vec!["logs-follow".into(), name.clone()],
-            _ => usage(),
-        },
-        Some("exec") => {
-            let name = args.get(1).cloned().unwrap_or_else(|| usage());
-            let rest = &args[2..];
-            let cmd = match rest.first().map(String::as_str) {
-                Some("--") => &rest[1..],
-                _ => rest,
-            };
-            if cmd.is_empty() {
-                usage();
-            }
-            let mut w = vec!["exec".to_string(), name];
-            w.extend(cmd.iter().cloned());
-            w
-        }
-        _ => usage(),
-    };
-    if words.iter().any(|w| w.contains('\t') || w.contains('\n')) {
-        bail!("arguments may not contain tabs or newlines");
-    }
-    Ok(words)
-}
-
-/// Takes the remote flags off the front of the arguments; Some when `--node` is among them.
-fn remote_options(args: &mut Vec<String>) -> Result<Option<remote::Options>> {
-    let mut opts = remote::Options {
-        nodes: Vec::new(),
-        identity: remote::Identity { ca: None, cert: None, key: None },
-        json: false,
-        yes: false,
-    };
-    let mut seen = false;
-    loop {
-        let Some(first) = args.first().cloned() else { break };
-        let value = |args: &mut Vec<String>| -> Result<String> {
-            if args.len() < 2 {
-                bail!("{first} needs a value");
-            }
-            args.remove(0);
-            Ok(args.remove(0))
-        };
-        match first.as_str() {
-            "--node" => {
-                seen = true;
-                opts.nodes.extend(value(args)?.split(',').filter(|n| !n.is_empty()).map(str::to_string));
-            }
-            "--ca" => opts.identity.ca = Some(value(args)?.into()),
-            "--cert" => opts.identity.cert = Some(value(args)?.into()),
-            "--key" => opts.identity.key = Some(value(args)?.into()),
-            "--yes" => {
-                args.remove(0);
-                opts.yes = true;
-            }
-            "--output" => {
-                let v = value(args)?;
-                if v != "json" {
-                    bail!("--output {v}: the one format is json");
-                }
-                opts.json = true;
-            }
-            _ => break,
-        }
-    }
-    if !seen {
-        if opts.json || opts.yes || opts.identity.ca.is_some() || opts.identity.cert.is_some() || opts.identity.key.is_some() {
-            bail!("--ca, --cert, --key, --yes and a leading --output are for a remote node: add --node HOST");
-        }
-        return Ok(None);
-    }
-    if opts.nodes.is_empty() {
-        bail!("--node needs at least one HOST[:PORT]");
-    }
-    // `--output json` may also come after the verb.
-    if let Some(i) = args.iter().position(|a| a == "--output") {
-        if args.get(i + 1).is_some_and(|v| v == "json") {
-            args.drain(i..i + 2);
-            opts.json = true;
-        }
-    }
-    Ok(Some(opts))
-}
-
 fn run() -> Result<()> {
-    let mut args: Vec<String> = std::env::args().skip(1).collect();
-    if let Some(opts) = remote_options(&mut args)? {
-        return remote::run(opts, &args);
+    let cli = cli::Cli::parse();
+    let json = cli.output == Output::Json;
+    if !cli.remote.node.is_empty() {
+        let opts = remote::Options {
+            nodes: cli.remote.node,
+            identity: remote::Identity { ca: cli.remote.ca, cert: cli.remote.cert, key: cli.remote.key },
+            json,
+            yes: cli.remote.yes,
+        };
+        return remote::run(opts, &cli.command);
     }
-    match args.first().map(String::as_str) {
-        Some("pki") => return pki::run(&args[1..]),
-        Some("update") => return update::run(&args[1..]),
-        Some("rollback") => return update::rollback(&args[1..]),
-        Some("config") => return config::run(&args[1..]),
-        _ => {}
+    let r = &cli.remote;
+    if r.yes || r.ca.is_some() || r.cert.is_some() || r.key.is_some() {
+        bail!("--ca, --cert, --key and --yes are for remote nodes: add --node HOST");
     }
-    control(&request(&args)?)
+    let local_json = matches!(cli.command, Command::Config(cli::Config::Validate { .. } | cli::Config::Status));
+    if json && !local_json {
+        bail!("--output json is for `config validate`, `config status` and remote nodes (--node HOST)");
+    }
+    let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    match cli.command {
+        Command::Status | Command::Audit | Command::Metrics => {
+            bail!("status, audit and metrics are sysagent's: add --node HOST (on the node: `cairnctl list`, `update status`, `config status`)")
+        }
+        Command::List => control(&words(&["list"])),
+        Command::Reboot => control(&words(&["reboot"])),
+        Command::Poweroff => control(&words(&["poweroff"])),
+        Command::Restart { name } => control(&["restart".to_string(), name]),
+        Command::Logs { name, follow } => control(&[if follow { "logs-follow" } else { "logs" }.to_string(), name]),
+        Command::Exec { name, command } => {
+            let mut w = vec!["exec".to_string(), name];
+            w.extend(command);
+            control(&w)
+        }
+        Command::Update(u) => update::run(u),
+        Command::Rollback(n) => update::rollback(n.no_reboot),
+        Command::Config(c) => config::run(c, json),
+        Command::Pki(p) => pki::run(p),
+    }
 }
 
 /// Sends one request to cairn-init and prints the answer.
 fn control(words: &[String]) -> Result<()> {
+    if words.iter().any(|w| w.contains('\t') || w.contains('\n')) {
+        bail!("arguments may not contain tabs or newlines");
+    }
     let line = format!("{}\n", words.join("\t"));
     if line.len() > MAX_REQUEST {
         bail!("the request is {} bytes; cairn-init takes at most {MAX_REQUEST}", line.len());

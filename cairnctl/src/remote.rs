@@ -3,6 +3,7 @@
 //! after the other, with one result per node; verbs that change a machine
 //! need `--yes` when they go to more than one.
 
+use crate::cli::{Command, Config, NoReboot, Update};
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 use std::io::{Read, Write};
@@ -138,6 +139,7 @@ fn error_text(status: u16, body: &str) -> String {
 }
 
 /// What a verb is on the wire.
+#[derive(Debug)]
 struct Call {
     method: &'static str,
     path: String,
@@ -159,31 +161,39 @@ fn with_file(mut c: Call, file: &str) -> Result<Call> {
     Ok(c)
 }
 
-fn translate(args: &[String]) -> Result<Call> {
-    let words: Vec<&str> = args.iter().map(String::as_str).collect();
-    Ok(match words.as_slice() {
-        ["status"] => get("/v1/status"),
-        ["list"] => get("/v1/services"),
-        ["logs", "kernel"] => get("/v1/kernel/logs"),
-        ["logs", name] => get(&format!("/v1/services/{name}/logs")),
-        ["logs", name, "-f"] | ["logs", "-f", name] => Call { follow: true, ..get(&format!("/v1/services/{name}/logs?follow=true")) },
-        ["restart", name] => post(&format!("/v1/services/{name}/restart"), true),
-        ["reboot"] => post("/v1/reboot", true),
-        ["poweroff"] => post("/v1/poweroff", true),
-        ["update", "status"] => get("/v1/update"),
-        ["update", "check"] => post("/v1/update/check", false),
-        ["update", "apply"] => post("/v1/update/apply", true),
-        ["rollback"] | ["update", "rollback"] => post("/v1/update/rollback", true),
-        ["config", "status"] => get("/v1/config"),
-        ["config", "validate", file, ..] => with_file(post("/v1/config/validate", false), file)?,
-        ["config", "apply", file] => with_file(post("/v1/config/apply", true), file)?,
-        ["config", "try", file] => with_file(post("/v1/config/try", true), file)?,
-        ["config", "try", file, "--timeout", t] => with_file(post(&format!("/v1/config/try?timeout={t}"), true), file)?,
-        ["config", "confirm"] => post("/v1/config/confirm", true),
-        ["config", "rollback"] => post("/v1/config/rollback", true),
-        ["audit"] => get("/v1/audit"),
-        ["metrics"] => get("/metrics"),
-        _ => bail!("`{}` is not a verb cairnctl --node knows (see cairnctl --help)", words.join(" ")),
+fn translate(command: &Command) -> Result<Call> {
+    let local = |what: &str| bail!("`{what}` works on the node only (cairn-init's socket); sysagent's API has no route for it");
+    Ok(match command {
+        Command::Status => get("/v1/status"),
+        Command::List => get("/v1/services"),
+        Command::Logs { name, follow: false } if name == "kernel" => get("/v1/kernel/logs"),
+        Command::Logs { name, follow: false } => get(&format!("/v1/services/{name}/logs")),
+        Command::Logs { name, follow: true } => Call { follow: true, ..get(&format!("/v1/services/{name}/logs?follow=true")) },
+        Command::Restart { name } => post(&format!("/v1/services/{name}/restart"), true),
+        Command::Reboot => post("/v1/reboot", true),
+        Command::Poweroff => post("/v1/poweroff", true),
+        Command::Update(Update::Status) => get("/v1/update"),
+        Command::Update(Update::Check) => post("/v1/update/check", false),
+        Command::Update(Update::Apply(NoReboot { no_reboot: false })) => post("/v1/update/apply", true),
+        Command::Rollback(NoReboot { no_reboot: false }) | Command::Update(Update::Rollback(NoReboot { no_reboot: false })) => {
+            post("/v1/update/rollback", true)
+        }
+        Command::Update(Update::Apply(_) | Update::Rollback(_)) | Command::Rollback(_) => {
+            bail!("--no-reboot is for the node itself; through the API an update or a rollback always ends in a reboot")
+        }
+        Command::Config(Config::Status) => get("/v1/config"),
+        Command::Config(Config::Validate { file }) => with_file(post("/v1/config/validate", false), file)?,
+        Command::Config(Config::Apply { file }) => with_file(post("/v1/config/apply", true), file)?,
+        Command::Config(Config::Try { file, timeout }) => with_file(post(&format!("/v1/config/try?timeout={timeout}s"), true), file)?,
+        Command::Config(Config::Confirm) => post("/v1/config/confirm", true),
+        Command::Config(Config::Rollback) => post("/v1/config/rollback", true),
+        Command::Audit => get("/v1/audit"),
+        Command::Metrics => get("/metrics"),
+        Command::Exec { .. } => return local("exec"),
+        Command::Update(Update::Set { .. }) => return local("update set"),
+        Command::Update(Update::Unmark { .. }) => return local("update unmark"),
+        Command::Update(Update::Settle { .. }) => return local("update settle"),
+        Command::Pki(_) => bail!("`pki` makes files on this machine; leave out --node"),
     })
 }
 
@@ -292,10 +302,10 @@ fn one(agent: &ureq::Agent, node: &str, c: &Call, json: bool) -> Result<()> {
     Ok(())
 }
 
-pub fn run(opts: Options, args: &[String]) -> Result<()> {
-    let c = translate(args)?;
+pub fn run(opts: Options, command: &Command) -> Result<()> {
+    let c = translate(command)?;
     if c.mutating && opts.nodes.len() > 1 && !opts.yes {
-        bail!("`{}` changes {} machines; add --yes to do it", args.join(" "), opts.nodes.len());
+        bail!("{} {} changes {} machines; add --yes to do it", c.method, c.path, opts.nodes.len());
     }
     if c.follow && opts.nodes.len() > 1 {
         bail!("logs -f follows one node at a time");
@@ -333,11 +343,15 @@ mod tests {
 
     #[test]
     fn verbs_map_to_routes() {
-        let w = |s: &str| s.split(' ').map(String::from).collect::<Vec<_>>();
+        use clap::Parser;
+        let w = |s: &str| crate::cli::Cli::try_parse_from(std::iter::once("cairnctl").chain(s.split(' '))).unwrap().command;
         assert_eq!(translate(&w("restart chrony")).unwrap().path, "/v1/services/chrony/restart");
         assert!(translate(&w("restart chrony")).unwrap().mutating);
         assert!(!translate(&w("list")).unwrap().mutating);
         assert!(translate(&w("logs chrony -f")).unwrap().follow);
-        assert!(translate(&w("frobnicate")).is_err());
+        assert_eq!(translate(&w("logs kernel")).unwrap().path, "/v1/kernel/logs");
+        assert_eq!(translate(&w("rollback")).unwrap().path, "/v1/update/rollback");
+        assert!(translate(&w("exec admin ps")).unwrap_err().to_string().contains("node only"));
+        assert!(translate(&w("update apply --no-reboot")).is_err());
     }
 }

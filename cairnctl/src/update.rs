@@ -1,6 +1,7 @@
 //! `cairnctl update ...` and `cairnctl rollback`: the updater library, run
 //! on the machine it updates.
 
+use crate::cli::{NoReboot, Update, Verdict};
 use anyhow::{bail, Result};
 use cairn_updater::update::Updater;
 
@@ -35,14 +36,10 @@ fn reboot_now() -> Result<()> {
     super::control(&["reboot".to_string()])
 }
 
-pub fn run(args: &[String]) -> Result<()> {
-    if args.first().is_some_and(|a| a == "rollback") {
-        return rollback(&args[1..]);
-    }
-    let no_reboot = args.iter().any(|a| a == "--no-reboot");
-    let words: Vec<&str> = args.iter().map(String::as_str).filter(|a| *a != "--no-reboot").collect();
-    match words.as_slice() {
-        ["check"] => {
+pub fn run(command: Update) -> Result<()> {
+    match command {
+        Update::Rollback(n) => return rollback(n.no_reboot),
+        Update::Check => {
             let mut u = updater()?;
             match u.check() {
                 Ok((m, _)) => println!("cairn-update: {} is available (running {}); `cairnctl update apply` installs it", m.version, u.version),
@@ -52,7 +49,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 Err(e) => return Err(e.into()),
             }
         }
-        ["apply"] => {
+        Update::Apply(NoReboot { no_reboot }) => {
             after_verdict()?;
             let mut u = updater()?;
             let prepared = u.prepare()?;
@@ -68,18 +65,18 @@ pub fn run(args: &[String]) -> Result<()> {
                 reboot_now()?;
             }
         }
-        ["status"] => print!("{}", updater()?.status()?),
-        ["unmark", version] => {
+        Update::Status => print!("{}", updater()?.status()?),
+        Update::Unmark { version } => {
             let v: cairn_updater::Version = version.parse().map_err(|e: String| anyhow::anyhow!("unmark {version}: {e}"))?;
             if !updater()?.store.unmark_bad(v)? {
                 bail!("{v} is not recorded as bad (see `cairnctl update status`)");
             }
             println!("cairn-update: {v} is no longer recorded as bad; `cairnctl update apply` may install it again");
         }
-        ["set", pairs @ ..] if !pairs.is_empty() => {
+        Update::Set { pairs } => {
             let u = updater()?;
             let mut config = u.store.config()?;
-            for p in pairs {
+            for p in &pairs {
                 let Some((k, v)) = p.split_once('=') else { bail!("`{p}`: expected KEY=VALUE") };
                 match k {
                     "url" if !(v.starts_with("http://") || v.starts_with("https://")) => bail!("url={v}: expected an http:// or https:// URL"),
@@ -101,9 +98,12 @@ pub fn run(args: &[String]) -> Result<()> {
             }
             u.store.set_config(&config)?;
         }
-        ["settle", verdict @ "healthy"] | ["settle", verdict @ "unhealthy", ..] => {
-            let reason = words[2..].join(" ");
-            let settled = updater().and_then(|mut u| Ok(u.settle(*verdict == "healthy", &reason)?));
+        Update::Settle { verdict, reason } => {
+            if verdict == Verdict::Healthy && !reason.is_empty() {
+                bail!("update settle healthy takes no reason (`{}`)", reason.join(" "));
+            }
+            let reason = reason.join(" ");
+            let settled = updater().and_then(|mut u| Ok(u.settle(verdict == Verdict::Healthy, &reason)?));
             // Done, well or not: commands waiting for it go on and meet
             // whatever the ESP now holds.
             if let Err(e) = cairn_updater::verdict::mark_done() {
@@ -113,17 +113,11 @@ pub fn run(args: &[String]) -> Result<()> {
                 reboot_now()?;
             }
         }
-        _ => super::usage(),
     }
     Ok(())
 }
 
-pub fn rollback(args: &[String]) -> Result<()> {
-    let no_reboot = match args {
-        [] => false,
-        [a] if a == "--no-reboot" => true,
-        _ => super::usage(),
-    };
+pub fn rollback(no_reboot: bool) -> Result<()> {
     after_verdict()?;
     let mut u = updater()?;
     let v = u.rollback()?;
