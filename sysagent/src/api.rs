@@ -21,7 +21,6 @@ use tracing::warn;
 
 /// The largest request body (a machine config).
 pub const MAX_BODY: usize = 1024 * 1024;
-const OPENAPI: &str = include_str!("../openapi.json");
 
 pub struct App {
     pub node: Node,
@@ -62,7 +61,12 @@ impl App {
         let (route, args) = match routes::resolve(&method, &path) {
             Resolved::Found(r, args) => (r, args.into_iter().map(str::to_string).collect::<Vec<_>>()),
             Resolved::WrongMethod => {
-                return error_response(&ApiError::new(Kind::MethodNotAllowed, format!("{path} does not take {method}")))
+                let allow = routes::methods(&path).join(", ");
+                let mut r = error_response(&ApiError::new(Kind::MethodNotAllowed, format!("{path} takes {allow}, not {method}")));
+                if let Ok(v) = hyper::header::HeaderValue::from_str(&allow) {
+                    r.headers_mut().insert(hyper::header::ALLOW, v);
+                }
+                return r;
             }
             Resolved::NotFound => return error_response(&ApiError::new(Kind::NotFound, format!("no route {path}"))),
         };
@@ -155,7 +159,10 @@ impl App {
             }
             Action::UpdateCheck => {
                 let (ok, out) = self.node.cairnctl(&["update", "check"], None).await?;
-                Ok(Answer::Json(if ok { 200 } else { 422 }, json!({"ok": ok, "output": out})))
+                if !ok {
+                    return Err(ApiError::new(Kind::Refused, out.trim().to_string()));
+                }
+                Ok(Answer::Json(200, json!({"ok": ok, "output": out})))
             }
             Action::UpdateApply if self.cluster.is_some() => self.cluster_update().await,
             Action::UpdateApply => self.operation(vec!["update".into(), "apply".into()]).await,
@@ -181,7 +188,7 @@ impl App {
             Action::Audit => Ok(Answer::Json(200, json!({"records": self.audit.tail(200)}))),
             Action::Metrics => Ok(Answer::Text(self.metrics().await)),
             Action::OpenApi => {
-                let v: Value = serde_json::from_str(OPENAPI).unwrap_or(Value::Null);
+                let v: Value = serde_json::from_str(crate::openapi::DOCUMENT).unwrap_or(Value::Null);
                 Ok(Answer::Json(200, v))
             }
             Action::ClusterStatus => Ok(Answer::Json(200, cluster::handlers::status(self.cluster.as_deref()).await?)),
@@ -246,7 +253,8 @@ impl App {
     async fn cairnctl_json(&self, args: &[&str]) -> ApiResult<Answer> {
         let (ok, out) = self.node.cairnctl(args, None).await?;
         match serde_json::from_str::<Value>(&out) {
-            Ok(v) => Ok(Answer::Json(if ok { 200 } else { 422 }, v)),
+            Ok(v) if ok => Ok(Answer::Json(200, v)),
+            Ok(_) => Err(ApiError::new(Kind::Refused, format!("cairnctl {}: {}", args.join(" "), out.trim()))),
             Err(_) => Err(ApiError::new(Kind::Unavailable, format!("cairnctl {}: {}", args.join(" "), out.trim()))),
         }
     }
@@ -254,6 +262,9 @@ impl App {
     fn scratch_file(&self, body: &Bytes) -> ApiResult<String> {
         if body.is_empty() {
             return Err(ApiError::new(Kind::BadRequest, "the body must be a machine config (TOML)"));
+        }
+        if std::str::from_utf8(body).is_err() {
+            return Err(ApiError::new(Kind::BadRequest, "the body is not UTF-8 (a machine config is TOML text)"));
         }
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

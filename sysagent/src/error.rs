@@ -26,6 +26,20 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind (the OpenAPI document must name each).
+    #[cfg(test)]
+    pub const ALL: [Kind; 9] = [
+        Kind::BadRequest,
+        Kind::Forbidden,
+        Kind::NotFound,
+        Kind::MethodNotAllowed,
+        Kind::Conflict,
+        Kind::TooLarge,
+        Kind::Refused,
+        Kind::Unavailable,
+        Kind::Internal,
+    ];
+
     pub fn status(self) -> u16 {
         match self {
             Kind::BadRequest => 400,

@@ -11,6 +11,7 @@ mod cluster;
 mod error;
 mod metrics;
 mod node;
+mod openapi;
 mod ops;
 mod routes;
 mod server;

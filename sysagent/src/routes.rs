@@ -138,6 +138,11 @@ fn matches<'a>(pattern: &str, path: &'a str) -> Option<Vec<&'a str>> {
     }
 }
 
+/// The methods a path takes (the `Allow` header of a 405).
+pub fn methods(path: &str) -> Vec<&'static str> {
+    ROUTES.iter().filter(|r| matches(r.path, path).is_some()).map(|r| r.method).collect()
+}
+
 /// Whether `role` may call `route`.
 pub fn allowed(route: &Route, role: Role) -> bool {
     route.roles.contains(&role)
