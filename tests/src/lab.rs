@@ -310,13 +310,15 @@ impl Lab {
         &mut self.vms[index]
     }
 
-    /// Starts every VM that is not running, then waits for each one's ready
-    /// line; the ready lines, in order.
+    /// Starts every VM that is not running, then waits for the ready line of
+    /// each one it started; those ready lines, in the VMs' order.
     pub fn start_all(&mut self) -> Vec<String> {
-        for vm in self.vms.iter_mut().filter(|v| !v.running()) {
+        let mut started = Vec::new();
+        for (i, vm) in self.vms.iter_mut().enumerate().filter(|(_, v)| !v.running()) {
             vm.start();
+            started.push(i);
         }
-        self.vms.iter_mut().map(Vm::wait_ready).collect()
+        started.into_iter().map(|i| self.vms[i].wait_ready()).collect()
     }
 
     /// Presses every VM's power button, then waits for each clean shutdown
