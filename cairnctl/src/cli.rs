@@ -91,6 +91,22 @@ pub enum Command {
     Audit,
     /// The Prometheus scrape (sysagent: needs --node)
     Metrics,
+    /// The Docker Swarm this machine is a member of: status, join tokens, resuming a halted rollout (sysagent: needs --node)
+    #[command(subcommand)]
+    Cluster(Cluster),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cluster {
+    /// Membership; on a manager every node, its state, availability and labels, and the rollout (slots, halt, bad versions)
+    Status,
+    /// The swarm's join token for a role (admins; nodes fetch theirs themselves)
+    Token {
+        #[arg(value_parser = ["worker", "manager"])]
+        role: String,
+    },
+    /// Clear a halted rollout (admins); versions recorded as bad stay bad
+    Resume,
 }
 
 #[derive(Args, Debug, Clone, Copy)]

@@ -49,8 +49,8 @@ fn run() -> Result<()> {
     }
     let words = |w: &[&str]| w.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     match cli.command {
-        Command::Status | Command::Audit | Command::Metrics => {
-            bail!("status, audit and metrics are sysagent's: add --node HOST (on the node: `cairnctl list`, `update status`, `config status`)")
+        Command::Status | Command::Audit | Command::Metrics | Command::Cluster(_) => {
+            bail!("status, audit, metrics and cluster are sysagent's: add --node HOST (on the node: `cairnctl list`, `update status`, `config status`)")
         }
         Command::List => control(&words(&["list"])),
         Command::Reboot => control(&words(&["reboot"])),

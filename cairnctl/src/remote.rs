@@ -189,6 +189,9 @@ fn translate(command: &Command) -> Result<Call> {
         Command::Config(Config::Rollback) => post("/v1/config/rollback", true),
         Command::Audit => get("/v1/audit"),
         Command::Metrics => get("/metrics"),
+        Command::Cluster(crate::cli::Cluster::Status) => get("/v1/cluster"),
+        Command::Cluster(crate::cli::Cluster::Token { role }) => get(&format!("/v1/cluster/token/{role}")),
+        Command::Cluster(crate::cli::Cluster::Resume) => post("/v1/cluster/resume", true),
         Command::Exec { .. } => return local("exec"),
         Command::Update(Update::Set { .. }) => return local("update set"),
         Command::Update(Update::Unmark { .. }) => return local("update unmark"),
@@ -353,5 +356,7 @@ mod tests {
         assert_eq!(translate(&w("rollback")).unwrap().path, "/v1/update/rollback");
         assert!(translate(&w("exec admin ps")).unwrap_err().to_string().contains("node only"));
         assert!(translate(&w("update apply --no-reboot")).is_err());
+        assert_eq!(translate(&w("cluster token worker")).unwrap().path, "/v1/cluster/token/worker");
+        assert!(translate(&w("cluster resume")).unwrap().mutating);
     }
 }

@@ -84,7 +84,8 @@ impl App {
             Ok(b) => b,
             Err(e) => return error_response(&e),
         };
-        let result = self.clone().dispatch(route.action, &args, &query, body, peer).await;
+        let caller = cluster::handlers::Caller { peer, admin: who.role == cairn_pki::Role::Admin };
+        let result = self.clone().dispatch(route.action, &args, &query, body, caller).await;
         let response = match result {
             Ok(Answer::Json(status, v)) => json_response(status, &v),
             Ok(Answer::Text(t)) => body::response(200, "text/plain; charset=utf-8", t.into_bytes()),
@@ -116,7 +117,7 @@ impl App {
         }
     }
 
-    async fn dispatch(self: Arc<App>, action: Action, args: &[String], query: &str, body: Bytes, peer: SocketAddr) -> ApiResult<Answer> {
+    async fn dispatch(self: Arc<App>, action: Action, args: &[String], query: &str, body: Bytes, caller: cluster::handlers::Caller) -> ApiResult<Answer> {
         let arg = || args.first().map(String::as_str).unwrap_or("");
         match action {
             Action::Status => self.status().await,
@@ -193,13 +194,13 @@ impl App {
             }
             Action::ClusterStatus => Ok(Answer::Json(200, cluster::handlers::status(self.cluster.as_deref()).await?)),
             Action::ClusterToken => Ok(Answer::Json(200, cluster::handlers::token(self.cluster.as_deref(), arg()).await?)),
-            Action::ClusterReport => Ok(Answer::Json(200, cluster::handlers::report(self.cluster.as_deref(), peer, &body).await?)),
-            Action::ClusterLock => Ok(Answer::Json(200, cluster::slots::lock(self.cluster.as_deref(), peer, &body).await?)),
-            Action::ClusterUnlock => Ok(Answer::Json(200, cluster::slots::unlock(self.cluster.as_deref(), peer, &body).await?)),
-            Action::ClusterHalt => Ok(Answer::Json(200, cluster::slots::halt(self.cluster.as_deref(), peer, &body).await?)),
+            Action::ClusterReport => Ok(Answer::Json(200, cluster::handlers::report(self.cluster.as_deref(), caller, &body).await?)),
+            Action::ClusterLock => Ok(Answer::Json(200, cluster::slots::lock(self.cluster.as_deref(), caller, &body).await?)),
+            Action::ClusterUnlock => Ok(Answer::Json(200, cluster::slots::unlock(self.cluster.as_deref(), caller, &body).await?)),
+            Action::ClusterHalt => Ok(Answer::Json(200, cluster::slots::halt(self.cluster.as_deref(), caller, &body).await?)),
             Action::ClusterResume => Ok(Answer::Json(200, cluster::slots::resume(self.cluster.as_deref()).await?)),
             Action::ClusterAvailability => {
-                Ok(Answer::Json(200, cluster::slots::availability(self.cluster.as_deref(), peer, &body).await?))
+                Ok(Answer::Json(200, cluster::slots::availability(self.cluster.as_deref(), caller, &body).await?))
             }
             Action::ClusterConverged => Ok(Answer::Json(200, cluster::slots::converged(self.cluster.as_deref(), arg()).await?)),
         }

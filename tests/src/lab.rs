@@ -68,11 +68,13 @@ pub struct VmSpec {
     /// More machine config TOML, placed after `version` and `hostname` and
     /// before the lab's own `[[network.links]]` and `[api]` tables.
     pub config: String,
+    /// More QEMU arguments (a disk of images, say).
+    pub qemu_args: Vec<String>,
 }
 
 impl VmSpec {
     pub fn production(name: &str) -> VmSpec {
-        VmSpec { name: name.into(), image: Image::Production, memory_mb: 1024, config: String::new() }
+        VmSpec { name: name.into(), image: Image::Production, memory_mb: 1024, config: String::new(), qemu_args: Vec::new() }
     }
 
     pub fn debug(name: &str) -> VmSpec {
@@ -296,6 +298,7 @@ impl Lab {
         cfg.netns = Some(self.netns.clone());
         cfg.user_net = false;
         cfg.extra_args.extend(fw_cfg(&doc));
+        cfg.extra_args.extend(spec.qemu_args.iter().cloned());
         cfg.extra_args.extend([
             "-netdev".to_string(),
             format!("tap,id=lab,ifname={tap},script=no,downscript=no"),
@@ -390,6 +393,18 @@ impl Lab {
         docs.iter()
             .map(|d| serde_json::from_str(d).unwrap_or_else(|e| panic!("cairnctl {}: not JSON ({e}):\n{text}", a.join(" "))))
             .collect()
+    }
+
+    /// `GET path` from this VM's agent with the admin certificate (curl in
+    /// the namespace): the JSON answer, or None when it did not answer 200.
+    pub fn api_get(&self, index: usize, path: &str) -> Option<serde_json::Value> {
+        let url = format!("https://{}:9440{path}", self.vms[index].address);
+        let (ca, cert, key) = (self.ca_file.to_string_lossy(), self.admin.cert.to_string_lossy(), self.admin.key.to_string_lossy());
+        let run = self.exec(&["curl", "-sS", "--fail", "--max-time", "30", "--cacert", &ca, "--cert", &cert, "--key", &key, &url]);
+        if !run.ok {
+            return None;
+        }
+        serde_json::from_str(&run.stdout).ok()
     }
 
     /// Waits until every running VM's agent answers `status`.

@@ -83,10 +83,23 @@ pub fn json_body(body: &[u8]) -> ApiResult<Value> {
     serde_json::from_slice(body).map_err(|e| ApiError::new(Kind::BadRequest, format!("the body is not JSON: {e}")))
 }
 
-/// The swarm node `id`, if the request comes from its address: a node acts
-/// only for itself.
-pub async fn caller_node(c: &Cluster, peer: SocketAddr, id: &str) -> ApiResult<Value> {
+/// Who calls a route that acts for a node.
+#[derive(Debug, Clone, Copy)]
+pub struct Caller {
+    pub peer: SocketAddr,
+    /// An admin may act for any node (maintenance by hand); a node only for
+    /// itself.
+    pub admin: bool,
+}
+
+/// The swarm node `id`, if the caller may act for it: an admin, or the node
+/// itself (the request comes from its swarm address).
+pub async fn caller_node(c: &Cluster, caller: Caller, id: &str) -> ApiResult<Value> {
     let node = swarm::get(&c.engine, &format!("/nodes/{id}")).await.map_err(engine_error)?;
+    if caller.admin {
+        return Ok(node);
+    }
+    let peer = caller.peer;
     let addr: Option<IpAddr> = node["Status"]["Addr"].as_str().and_then(|a| a.parse().ok());
     if addr != Some(canonical(peer.ip())) {
         return Err(ApiError::new(
@@ -99,11 +112,11 @@ pub async fn caller_node(c: &Cluster, peer: SocketAddr, id: &str) -> ApiResult<V
 
 /// `POST /v1/cluster/report`: a worker's agent asks a manager to label its
 /// node, and learns how the swarm sees it (state, availability).
-pub async fn report(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiResult<Value> {
+pub async fn report(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult<Value> {
     let c = c.ok_or_else(no_cluster)?;
     let v = json_body(body)?;
     let (id, version, slot) = (name_field(&v, "node_id")?, name_field(&v, "version")?, name_field(&v, "slot")?);
-    let node = caller_node(c, peer, &id).await?;
+    let node = caller_node(c, caller, &id).await?;
     let changed = swarm::label_node(&c.engine, &id, &[("cairn.version", &version), ("cairn.slot", &slot)]).await.map_err(engine_error)?;
     Ok(json!({"node_id": id, "changed": changed, "state": node["Status"]["State"], "availability": node["Spec"]["Availability"]}))
 }

@@ -3,12 +3,11 @@
 //! when the swarm has moved its work elsewhere. Every write goes through the
 //! swarm store's compare-and-swap (`store::change`).
 
-use super::handlers::{caller_node, engine_error, json_body, name_field, no_cluster};
+use super::handlers::{caller_node, engine_error, json_body, name_field, no_cluster, Caller};
 use super::rollout::{Ask, Refusal, Rollout};
 use super::{store, swarm, Cluster};
 use crate::error::{ApiError, ApiResult, Kind};
 use serde_json::{json, Value};
-use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A slot holder whose node has been down this long, while not rebooting
@@ -67,11 +66,11 @@ pub async fn sweep(c: &Cluster) -> ApiResult<Rollout> {
 }
 
 /// `POST /v1/cluster/lock {node_id, to}`.
-pub async fn lock(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiResult<Value> {
+pub async fn lock(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult<Value> {
     let c = c.ok_or_else(no_cluster)?;
     let v = json_body(body)?;
     let (id, to) = (name_field(&v, "node_id")?, name_field(&v, "to")?);
-    let node = caller_node(c, peer, &id).await?;
+    let node = caller_node(c, caller, &id).await?;
     sweep(c).await?;
     let manager = node["Spec"]["Role"] == "manager";
     let unreachable: Vec<String> = if manager {
@@ -98,21 +97,21 @@ pub async fn lock(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiResu
 }
 
 /// `POST /v1/cluster/unlock {node_id}`: the holder gives its slot back.
-pub async fn unlock(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiResult<Value> {
+pub async fn unlock(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult<Value> {
     let c = c.ok_or_else(no_cluster)?;
     let id = name_field(&json_body(body)?, "node_id")?;
-    caller_node(c, peer, &id).await?;
+    caller_node(c, caller, &id).await?;
     let r = store::change(&c.engine, |r| Ok(r.release(&id))).await.map_err(store_error)?.map_err(refused)?;
     Ok(json!({"node_id": id, "held": false, "holders": r.holders.keys().collect::<Vec<_>>()}))
 }
 
 /// `POST /v1/cluster/halt {node_id, version, reason}`: a node rolled back.
-pub async fn halt(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiResult<Value> {
+pub async fn halt(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult<Value> {
     let c = c.ok_or_else(no_cluster)?;
     let v = json_body(body)?;
     let (id, version) = (name_field(&v, "node_id")?, name_field(&v, "version")?);
     let reason: String = v["reason"].as_str().unwrap_or("rolled back").chars().take(300).collect();
-    caller_node(c, peer, &id).await?;
+    caller_node(c, caller, &id).await?;
     let t = now();
     let r = store::change(&c.engine, |r| Ok(r.halt(&id, &version, &reason, t))).await.map_err(store_error)?.map_err(refused)?;
     Ok(json!({"halt": r.halt, "bad": r.bad}))
@@ -127,7 +126,7 @@ pub async fn resume(c: Option<&Cluster>) -> ApiResult<Value> {
 
 /// `POST /v1/cluster/availability {node_id, availability}`: drain or
 /// reactivate the asking node (only a manager may write it).
-pub async fn availability(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) -> ApiResult<Value> {
+pub async fn availability(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult<Value> {
     let c = c.ok_or_else(no_cluster)?;
     let v = json_body(body)?;
     let id = name_field(&v, "node_id")?;
@@ -135,7 +134,7 @@ pub async fn availability(c: Option<&Cluster>, peer: SocketAddr, body: &[u8]) ->
     if want != "drain" && want != "active" {
         return Err(ApiError::new(Kind::BadRequest, format!("availability {want:?}: drain or active")));
     }
-    caller_node(c, peer, &id).await?;
+    caller_node(c, caller, &id).await?;
     let changed = swarm::update(&c.engine, &format!("/nodes/{id}"), |spec| {
         if spec["Availability"] == want.as_str() {
             return false;
