@@ -25,6 +25,10 @@ pub struct Hold {
     pub to: String,
     /// Unix seconds when it took the slot.
     pub since: u64,
+    /// A manager the swarm cannot spare (fewer than three managers): while
+    /// it reboots the swarm has no control plane, so nobody else holds a slot.
+    #[serde(default)]
+    pub exclusive: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,6 +84,8 @@ pub struct Ask<'a> {
     pub slots: u32,
     /// For a manager: the other managers that are not reachable.
     pub unreachable_managers: Vec<String>,
+    /// A manager the swarm cannot spare: its slot is the only one held.
+    pub exclusive: bool,
     pub now: u64,
 }
 
@@ -134,10 +140,20 @@ impl Rollout {
         if others.len() as u32 >= ask.slots {
             return Err(Refusal::Full { group: ask.group.to_string(), holders: others, slots: ask.slots });
         }
+        let exclusive: Vec<String> =
+            self.holders.iter().filter(|(n, h)| h.exclusive && *n != ask.node).map(|(n, _)| n.clone()).collect();
+        if !exclusive.is_empty() {
+            return Err(Refusal::Full { group: "swarm (a manager it cannot spare is rebooting)".into(), holders: exclusive, slots: 1 });
+        }
+        let anyone: Vec<String> = self.holders.keys().filter(|n| *n != ask.node).cloned().collect();
+        if ask.exclusive && !anyone.is_empty() {
+            return Err(Refusal::Full { group: "swarm (this manager reboots alone)".into(), holders: anyone, slots: 1 });
+        }
         if ask.group == "managers" && !ask.unreachable_managers.is_empty() {
             return Err(Refusal::Quorum(format!("not reachable: {}", ask.unreachable_managers.join(", "))));
         }
-        self.holders.insert(ask.node.to_string(), Hold { group: ask.group.to_string(), to: ask.to.to_string(), since: ask.now });
+        let hold = Hold { group: ask.group.to_string(), to: ask.to.to_string(), since: ask.now, exclusive: ask.exclusive };
+        self.holders.insert(ask.node.to_string(), hold);
         Ok(true)
     }
 
@@ -177,7 +193,7 @@ mod tests {
     use super::*;
 
     fn ask<'a>(node: &'a str, group: &'a str, to: &'a str, slots: u32) -> Ask<'a> {
-        Ask { node, group, to, slots, unreachable_managers: vec![], now: 1 }
+        Ask { node, group, to, slots, unreachable_managers: vec![], exclusive: false, now: 1 }
     }
 
     #[test]
@@ -191,6 +207,17 @@ mod tests {
         assert!(r.release("w1"));
         assert!(!r.release("w1"));
         assert_eq!(r.acquire(&ask("w2", "workers", "0.2.0", 1)), Ok(true));
+    }
+
+    #[test]
+    fn a_manager_the_swarm_cannot_spare_reboots_alone() {
+        let mut r = Rollout::default();
+        let lone = Ask { exclusive: true, ..ask("m1", "managers", "0.2.0", 1) };
+        r.acquire(&ask("w1", "workers", "0.2.0", 2)).unwrap();
+        assert!(matches!(r.acquire(&lone), Err(Refusal::Full { .. })), "not while a worker reboots");
+        r.release("w1");
+        assert_eq!(r.acquire(&lone), Ok(true));
+        assert!(matches!(r.acquire(&ask("w2", "workers", "0.2.0", 2)), Err(Refusal::Full { .. })), "no worker while it reboots");
     }
 
     #[test]

@@ -73,16 +73,13 @@ pub async fn lock(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult
     let node = caller_node(c, caller, &id).await?;
     sweep(c).await?;
     let manager = node["Spec"]["Role"] == "manager";
-    let unreachable: Vec<String> = if manager {
-        nodes(c)
-            .await?
-            .iter()
-            .filter(|n| n["Spec"]["Role"] == "manager" && n["ID"] != id.as_str() && n["ManagerStatus"]["Reachability"] != "reachable")
-            .map(|n| n["Description"]["Hostname"].as_str().unwrap_or("?").to_string())
-            .collect()
-    } else {
-        vec![]
-    };
+    let all = if manager { nodes(c).await? } else { vec![] };
+    let managers: Vec<&Value> = all.iter().filter(|n| n["Spec"]["Role"] == "manager").collect();
+    let unreachable: Vec<String> = managers
+        .iter()
+        .filter(|n| n["ID"] != id.as_str() && n["ManagerStatus"]["Reachability"] != "reachable")
+        .map(|n| n["Description"]["Hostname"].as_str().unwrap_or("?").to_string())
+        .collect();
     let t = now();
     let ask = Ask {
         node: &id,
@@ -90,6 +87,8 @@ pub async fn lock(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult
         to: &to,
         slots: if manager { 1 } else { c.settings.max_parallel },
         unreachable_managers: unreachable,
+        // With fewer than three managers, losing one loses the quorum.
+        exclusive: manager && managers.len() < 3,
         now: t,
     };
     let r = store::change(&c.engine, |r| r.acquire(&ask)).await.map_err(store_error)?.map_err(refused)?;

@@ -101,14 +101,15 @@ pub async fn apply(c: &Cluster, node: &Node, marker: &Path) -> Result<String, St
     let lock = json!({"node_id": id, "to": to});
     let start = tokio::time::Instant::now();
     loop {
-        let a = ask(c, "POST", "/v1/cluster/lock", Some(&lock)).await?;
-        match a.status {
-            200 => break,
-            409 if start.elapsed() < SLOT_WAIT => {
-                tokio::time::sleep(POLL).await;
-            }
-            _ => return Err(format!("no reboot slot for {to}: {}", a.message())),
+        match ask(c, "POST", "/v1/cluster/lock", Some(&lock)).await {
+            Ok(a) if a.status == 200 => break,
+            // Full, or no manager answers (one may be rebooting for its update).
+            Ok(a) if a.status == 409 && start.elapsed() < SLOT_WAIT => {}
+            Err(e) if start.elapsed() < SLOT_WAIT => warn!("cluster: {e}"),
+            Ok(a) => return Err(format!("no reboot slot for {to}: {}", a.message())),
+            Err(e) => return Err(format!("no reboot slot for {to}: {e}")),
         }
+        tokio::time::sleep(POLL).await;
     }
     log.push(format!("holding a reboot slot to move to {to}"));
     info!("cluster: holding a reboot slot to move to {to}");
