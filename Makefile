@@ -16,6 +16,8 @@ CTL_BIN := target/$(TARGET)/release/cairnctl
 # The test images' cairnctl: honours `pause-at` (fault injection) for the
 # power-cut tests. out/cairn.raw never carries it.
 CTL_FAULT_BIN := build/cairnctl-fault-injection
+# Likewise the test images' cairn-config: honours `cairn.config.pause=`.
+CONFIG_FAULT_BIN := build/cairn-config-fault-injection
 SVCLOAD_BIN := target/$(TARGET)/release/cairn-svcload
 CONFIG_BIN := target/$(TARGET)/release/cairn-config
 NETD_BIN := target/$(TARGET)/release/cairn-netd
@@ -49,11 +51,14 @@ kernel: deps
 	@$(CARGO) run -q --release -p cairn-kconfig -- check $(METAL_KERNEL_DIR)/boot/config-$(METAL_RELEASE)
 
 STATIC := RUSTFLAGS="-C target-feature=+crt-static -C relocation-model=static"
-# The fault-injection cairnctl first, so $(CTL_BIN) is the production one
-# afterwards (cargo keeps both builds; switching back costs no compile).
+# The fault-injection cairnctl and cairn-config first, so $(CTL_BIN) and
+# $(CONFIG_BIN) are the production ones afterwards (cargo keeps both builds;
+# switching back costs no compile).
 build: deps
 	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairnctl --features cairnctl/fault-injection
 	@mkdir -p build && cp $(CTL_BIN) $(CTL_FAULT_BIN)
+	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-config --features cairn-config/fault-injection
+	cp $(CONFIG_BIN) $(CONFIG_FAULT_BIN)
 	$(STATIC) $(CARGO) build -q --release --locked --target $(TARGET) -p cairn-init -p cairnctl -p cairn-svcload -p cairn-config -p cairn-netd -p cairn-sysagent
 	$(CARGO) build -q --release --locked -p cairn-image -p cairn-qemu -p cairn-kconfig
 
@@ -65,10 +70,11 @@ keys: build
 	@test -f $(KEYS)/release.key || $(IMAGE) keygen --out $(KEYS)/release.key --id release
 	@(echo "threshold 1"; cat $(KEYS)/release.key.pub) > $(KEYS)/keyring
 
-ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --config-loader $(CONFIG_BIN) --netd $(NETD_BIN) --sysagent $(SYSAGENT_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
-ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_BIN)
-# The debug disk and the update fixtures: the same root with the fault-injection cairnctl.
-TEST_ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_FAULT_BIN)
+ROOT_INPUTS = --init $(INIT_BIN) --svcload $(SVCLOAD_BIN) --netd $(NETD_BIN) --sysagent $(SYSAGENT_BIN) --kernel $(KERNEL_DIR) --debroot $(DEBROOT) --keyring $(KEYS)/keyring
+ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_BIN) --config-loader $(CONFIG_BIN)
+# The debug disk and the update fixtures: the same root with the fault-injection
+# cairnctl and cairn-config.
+TEST_ROOT_ARGS = $(ROOT_INPUTS) --cairnctl $(CTL_FAULT_BIN) --config-loader $(CONFIG_FAULT_BIN)
 image: kernel debs build keys
 	@mkdir -p out
 	echo "$(SOURCE_DATE_EPOCH)" > out/source-date-epoch
@@ -81,7 +87,7 @@ image: kernel debs build keys
 	$(IMAGE) disk --out out/cairn.raw --root build/root.img --vmlinuz out/vmlinuz --initramfs out/initramfs.img \
 		--cmdline "$(CMDLINE)" --cmdline-out out/cmdline --qcow2 out/cairn.qcow2 --version $(VERSION)
 	$(IMAGE) disk --out build/cairn-debug.raw --root build/test-root.img --vmlinuz out/vmlinuz --initramfs out/initramfs-debug.img \
-		--cmdline "$(CMDLINE) cairn.debug=shell" --qcow2 out/cairn-debug.qcow2 --version $(VERSION)
+		--cmdline "$(CMDLINE) cairn.debug=shell" --cmdline-out build/cmdline-debug --qcow2 out/cairn-debug.qcow2 --version $(VERSION)
 	@# The metal disk: the same root contents on the generic kernel, and its
 	@# debug twin (the same root, a busybox initramfs) for the tests.
 	@mkdir -p $(METAL)

@@ -27,6 +27,9 @@ pub struct Paths<'a> {
     pub update_config: &'a Path,
     pub network: &'a Path,
     pub agent: &'a Path,
+    pub chrony: &'a Path,
+    pub ssh_keys: &'a Path,
+    pub ssh_host_keys: &'a Path,
 }
 
 impl Paths<'static> {
@@ -38,6 +41,9 @@ impl Paths<'static> {
             update_config: Path::new(UPDATE_CONFIG),
             network: Path::new(NETWORK_FILE),
             agent: Path::new(crate::agent::DIR),
+            chrony: Path::new(crate::chrony::DIR),
+            ssh_keys: Path::new(crate::ssh::KEYS_DIR),
+            ssh_host_keys: Path::new(crate::ssh::HOST_KEYS_DIR),
         }
     }
 }
@@ -60,9 +66,6 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
         let _ = std::fs::remove_file(paths.network);
         network(c, paths, &mut args, &mut not_yet);
     }
-    if !c.time.ntp.is_empty() {
-        not_yet("time.ntp (chrony keeps its shipped pool)");
-    }
     let mut enable = c.services.enable.clone();
     if c.access.admin && !enable.iter().any(|e| e == "admin") {
         enable.push("admin".into());
@@ -74,6 +77,7 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
         args.push(format!("cairn.disable={}", c.services.disable.join(",")));
     }
     write_services(c, paths.services, &mut notes2);
+    notes2.extend(bind_sources(c, paths));
     let mut modules = c.modules.clone();
     if !c.network.vlans.is_empty() && !modules.iter().any(|m| m == "8021q") {
         modules.push("8021q".into());
@@ -86,9 +90,6 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
     }
     if c.logs.max_file_kb != 1024 {
         not_yet("logs.max_file_kb");
-    }
-    if !c.access.ssh_authorized_keys.is_empty() {
-        not_yet("access.ssh_authorized_keys (there is no SSH server)");
     }
     let cluster = crate::agent::cluster_json(c);
     if cluster.is_some() && c.api.certificate.is_none() {
@@ -112,6 +113,23 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
     }
     notes.extend(notes2);
     (args, notes)
+}
+
+/// What shipped services bind from /run and STATE: chrony's servers, the
+/// admin container's SSH keys. Written with or without a machine config (a
+/// bind without its source would keep the service from starting).
+pub fn bind_sources(c: &MachineConfig, paths: &Paths<'_>) -> Vec<(String, String)> {
+    let mut notes = Vec::new();
+    if let Err(e) = crate::chrony::write(&c.time.ntp, paths.chrony) {
+        notes.push(("error".into(), format!("config: time.ntp: cannot write chrony's servers in {}: {e}", paths.chrony.display())));
+    }
+    if let Err(e) = crate::ssh::write(&c.access.ssh_authorized_keys, paths.ssh_keys, paths.ssh_host_keys) {
+        notes.push(("error".into(), format!("config: access.ssh_authorized_keys: cannot write {}: {e}", paths.ssh_keys.display())));
+    }
+    if !c.access.ssh_authorized_keys.is_empty() && !c.access.admin && !c.services.enable.iter().any(|e| e == "admin") {
+        notes.push(("warn".into(), "config: access.ssh_authorized_keys: SSH runs in the admin container, which this config does not enable (access.admin = true)".into()));
+    }
+    notes
 }
 
 /// Whether the network needs more than PID 1's first-link path.
@@ -232,7 +250,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let (services, net, sys, update) = paths(&root);
         let network = root.join("network.toml");
-        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network, agent: &root.join("agent") };
+        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network, agent: &root.join("agent"), chrony: &root.join("chrony"), ssh_keys: &root.join("ssh"), ssh_host_keys: &root.join("ssh-host") };
         let plain = "version = 1\n[network]\ndns = [\"10.0.2.3\"]\n[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.2.77/24\"]\ngateway = \"10.0.2.2\"\n";
         let c = cairn_model::config::parse(plain, "plain").unwrap();
         let (args, _) = apply(&c, &p);
@@ -263,7 +281,17 @@ mod tests {
         let c = cairn_model::config::parse(text, "example").unwrap();
         let network = root.join("network.toml");
         let agent = root.join("agent");
-        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network, agent: &agent };
+        let p = Paths {
+            services: &services,
+            sys_net: &net,
+            proc_sys: &sys,
+            update_config: &update,
+            network: &network,
+            agent: &agent,
+            chrony: &root.join("chrony"),
+            ssh_keys: &root.join("ssh"),
+            ssh_host_keys: &root.join("ssh-host"),
+        };
         let (args, notes) = apply(&c, &p);
         assert_eq!(args, ["cairn.hostname=node-7", "cairn.ip=netd", "cairn.enable=admin", "cairn.modules=br_netfilter,8021q"]);
         let back = cairn_model::config::parse(&std::fs::read_to_string(&network).unwrap(), "network.toml").unwrap();
@@ -276,9 +304,12 @@ mod tests {
         );
         let said: Vec<&str> = notes.iter().map(|(_, m)| m.as_str()).collect();
         assert!(!said.iter().any(|m| m.contains("network")), "{said:?}");
-        for what in ["[metrics]", "time.ntp"] {
+        for what in ["[metrics]"] {
             assert!(said.iter().any(|m| m.contains(what)), "{what} not named in {said:?}");
         }
+        assert!(!said.iter().any(|m| m.contains("time.ntp") || m.contains("ssh")), "{said:?}");
+        assert_eq!(std::fs::read_to_string(root.join("chrony/cairn.sources")).unwrap(), "server time.cloudflare.com iburst\nserver 10.0.2.2 iburst\n");
+        assert!(std::fs::read_to_string(root.join("ssh/authorized_keys")).unwrap().starts_with("ssh-ed25519 "));
         std::fs::remove_dir_all(&root).unwrap();
     }
 

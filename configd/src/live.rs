@@ -40,7 +40,7 @@ fn config_of(store: &Store, n: u64) -> MachineConfig {
     store.load(n).and_then(|s| config::parse(&s.text, &format!("generation {n}")).ok()).unwrap_or_else(defaults)
 }
 
-fn defaults() -> MachineConfig {
+pub fn defaults() -> MachineConfig {
     // The model's tests keep this document valid.
     config::parse("version = 1\n", "defaults").expect("the empty config checks")
 }
@@ -104,12 +104,27 @@ fn live_changes(old: &MachineConfig, new: &MachineConfig) -> Vec<&'static str> {
     if old.logs.level != new.logs.level {
         out.push("log level");
     }
+    if old.time.ntp != new.time.ntp {
+        out.push("NTP servers");
+    }
+    if old.access.ssh_authorized_keys != new.access.ssh_authorized_keys {
+        out.push("SSH keys");
+    }
     out
 }
 
-/// Added services whose spec changed: they restart to take it.
+/// Services that restart to take the change: added ones whose spec changed,
+/// chrony for new NTP servers, the admin container for new SSH keys.
 fn changed_services(old: &MachineConfig, new: &MachineConfig) -> Vec<String> {
-    new.services.add_toml.iter().filter(|(name, text)| old.services.add_toml.get(*name).is_some_and(|t| t != *text)).map(|(n, _)| n.clone()).collect()
+    let mut out: Vec<String> =
+        new.services.add_toml.iter().filter(|(name, text)| old.services.add_toml.get(*name).is_some_and(|t| t != *text)).map(|(n, _)| n.clone()).collect();
+    if old.time.ntp != new.time.ntp {
+        out.push("chrony".into());
+    }
+    if old.access.ssh_authorized_keys != new.access.ssh_authorized_keys {
+        out.push("admin".into());
+    }
+    out
 }
 
 /// Applies `new` over `old` live and fills the answer: settings for PID 1,
@@ -405,7 +420,7 @@ mod tests {
     fn apply_keeps_a_generation_and_says_what_changes() {
         let m = Machine::new("apply");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host") };
         let store = m.store();
         let h = apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         assert!(!h.refused, "{h:?}");
@@ -415,6 +430,9 @@ mod tests {
         let h = apply_file(&store, &m.file("two.toml", &HELLO.replace("/bin/sh", "/bin/ash").replace("\"a\"", "\"b\"")), None, &p);
         assert_eq!((h.config.as_str(), h.restart.as_slice()), ("apply:2", ["hello".to_string()].as_slice()));
         assert!(h.say.iter().any(|l| l == "applied live: hostname, services"), "{:?}", h.say);
+        let h = apply_file(&store, &m.file("ntp.toml", "version = 1\nhostname = \"b\"\n[time]\nntp = [\"10.0.2.2\"]\n"), None, &p);
+        assert_eq!(h.restart, ["chrony"], "only chrony restarts for new servers");
+        assert_eq!(std::fs::read_to_string(y.join("chrony/cairn.sources")).unwrap(), "server 10.0.2.2 iburst\n");
         let h = apply_file(&store, &m.file("net.toml", "version = 1\nmodules = [\"dummy\"]\n[[network.links]]\nname = \"eth0\"\n"), None, &p);
         assert_eq!(h.reboot, ["network", "modules"], "no boot noted: the defaults booted");
         assert!(h.network_changed);
@@ -424,7 +442,7 @@ mod tests {
     fn a_bad_config_changes_nothing_and_is_remembered() {
         let m = Machine::new("bad");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let bad = m.file("bad.toml", "version = 1\nhostnme = \"x\"\nmodules = 3\n[logs]\nlevel = \"loud\"\n");
@@ -445,7 +463,7 @@ mod tests {
     fn a_try_reverts_confirms_and_survives_one_reboot_only() {
         let m = Machine::new("try");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let two = m.file("two.toml", "version = 1\nhostname = \"tried\"\n");
@@ -490,7 +508,7 @@ mod tests {
     fn rollback_goes_back_one_generation_and_not_past_the_first() {
         let m = Machine::new("rollback");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let two = m.file("two.toml", "version = 1\nhostname = \"b\"\n");

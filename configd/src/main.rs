@@ -22,11 +22,13 @@
 
 mod agent;
 mod apply;
+mod chrony;
 mod decide;
 mod live;
 mod pending;
 mod platform;
 mod sources;
+mod ssh;
 mod store;
 
 use cairn_model::config::handoff::{self, Handoff};
@@ -140,12 +142,14 @@ fn boot(phase: Phase) -> Handoff {
         }
         None if phase == Phase::Local && sources::network_worth_it(&cmdline, platform) => {
             h.network = true;
+            h.logs.extend(apply::bind_sources(&live::defaults(), &apply::Paths::real()));
             h.logs.push(("info".into(), format!("no machine config yet (platform {platform}); the network sources follow once the first link is up")));
         }
         None => {
             live::note_booted(0);
             let _ = std::fs::remove_dir_all(apply::SERVICES_DIR);
             let _ = std::fs::remove_file(apply::NETWORK_FILE);
+            h.logs.extend(apply::bind_sources(&live::defaults(), &apply::Paths::real()));
             h.logs.push((
                 "warn".into(),
                 format!("no machine config (platform {platform}): DHCP on the first link, shipped services only. Give one with cairn.config.url=, fw_cfg opt/org.cairn/config, a cidata disk or the platform's user data"),

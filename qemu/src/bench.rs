@@ -271,13 +271,14 @@ fn host_runtimes(runs: usize) -> Result<()> {
     Ok(())
 }
 
-/// What `bench` runs: everything, or one part (`--only boot|services`;
+/// What `bench` runs: everything, or one part (`--only boot|services|config`;
 /// `bench-update` runs the update part alone).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     All,
     Boot,
     Services,
+    Config,
 }
 
 impl std::str::FromStr for Part {
@@ -286,7 +287,8 @@ impl std::str::FromStr for Part {
         match s {
             "boot" => Ok(Part::Boot),
             "services" => Ok(Part::Services),
-            other => anyhow::bail!("--only takes boot or services, not {other:?}"),
+            "config" => Ok(Part::Config),
+            other => anyhow::bail!("--only takes boot, services or config, not {other:?}"),
         }
     }
 }
@@ -294,6 +296,9 @@ impl std::str::FromStr for Part {
 pub fn run(runs: usize, part: Part) -> Result<()> {
     if part == Part::Services {
         return services(runs);
+    }
+    if part == Part::Config {
+        return crate::bench_config::run(runs);
     }
 
     let out = out_dir();
@@ -339,6 +344,7 @@ pub fn run(runs: usize, part: Part) -> Result<()> {
         return Ok(());
     }
     services(runs)?;
+    crate::bench_config::run(runs)?;
     host_runtimes(runs)?;
     println!();
     crate::bench_update::in_guest(runs)?;

@@ -8,6 +8,7 @@
 pub mod metadata;
 mod qmp;
 pub mod repo;
+pub mod sources;
 
 pub use qmp::Qmp;
 

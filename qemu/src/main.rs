@@ -3,11 +3,13 @@
 //! `cairn-qemu bench-update [--runs N]`: only the update part of the benchmark.
 //! `cairn-qemu bench-rauc [--runs N]`: only its host part, RAUC beside the
 //! updater's install path and `dd`.
-//! `cairn-qemu bench [--runs N] [--only boot|services]`: boot time and
+//! `cairn-qemu bench [--runs N] [--only boot|services|config]`: boot time and
 //! memory, Cairn beside a bare busybox init on the same kernel and QEMU, with
-//! Cairn's boot timeline; service start; updates. `--only` runs one part.
+//! Cairn's boot timeline; service start; the machine config per source;
+//! updates. `--only` runs one part.
 
 mod bench;
+mod bench_config;
 mod bench_update;
 
 use anyhow::{bail, Context, Result};
@@ -34,7 +36,7 @@ fn run() -> Result<()> {
         match a.as_str() {
             "--debug" => debug = true,
             "--append" => append = args.next().context("--append needs a value")?,
-            "--only" => part = args.next().context("--only needs boot or services")?.parse()?,
+            "--only" => part = args.next().context("--only needs boot, services or config")?.parse()?,
             "--runs" => runs = args.next().context("--runs needs a number")?.parse().context("--runs needs a number")?,
             other => bail!("unknown option {other}"),
         }
@@ -62,6 +64,6 @@ fn run() -> Result<()> {
         // One part alone: an update takes a minute or two under TCG.
         "bench-update" => bench_update::in_guest(runs).and_then(|()| bench_update::host_peers(3 * runs)),
         "bench-rauc" => bench_update::host_peers(runs),
-        _ => bail!("usage: cairn-qemu run [--debug] [--append ARGS] | bench [--runs N] [--only boot|services] | bench-update [--runs N] | bench-rauc [--runs N]"),
+        _ => bail!("usage: cairn-qemu run [--debug] [--append ARGS] | bench [--runs N] [--only boot|services|config] | bench-update [--runs N] | bench-rauc [--runs N]"),
     }
 }

@@ -18,10 +18,7 @@ pub fn machine(disk: &Path, extra: &[String]) -> Config {
     cfg
 }
 
-/// QEMU arguments that hand `file` to the guest as fw_cfg `opt/org.cairn/config`.
-pub fn fw_cfg(file: &Path) -> Vec<String> {
-    vec!["-fw_cfg".into(), format!("name=opt/org.cairn/config,file={}", file.display())]
-}
+pub use cairn_qemu::sources::fw_cfg;
 
 /// Starts the machine and waits for its ready line.
 pub fn boot(cfg: &Config) -> (Machine, String) {
@@ -65,6 +62,17 @@ pub fn sha256_file(path: &Path) -> String {
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     hex::encode(h.finalize())
+}
+
+/// Checks that a fault-injection code path is only in the test build of a
+/// binary: `test` (built with the feature) holds `marker`, `production` (what
+/// `out/cairn.raw` carries) does not. Both are paths from `make build`.
+pub fn only_the_test_build_holds(production: &str, test: &str, marker: &[u8]) {
+    let r = repo();
+    let read = |p: &str| std::fs::read(r.join(p)).unwrap_or_else(|e| panic!("{p} (from `make build`): {e}"));
+    let holds = |bin: &[u8]| bin.windows(marker.len()).any(|w| w == marker);
+    assert!(holds(&read(test)), "{test} has the fault-injection code (else this check proves nothing)");
+    assert!(!holds(&read(production)), "the production {production} carries the fault-injection code");
 }
 
 /// The timestamp `make image` built out/ with.

@@ -4,9 +4,9 @@
 //! for a new instance id, and a bad config is refused whole, every mistake
 //! named, with the last good one kept.
 
+use cairn_qemu::sources::{config_disk, metadata_net};
 use cairn_qemu::{field, make_overlay, out_dir, Machine, Scratch};
 use cairn_tests::{boot, fw_cfg, machine, power_off, service_state, BOOT};
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,15 +29,6 @@ signal = "SIGKILL"
 timeout_s = 2
 "#;
 
-fn config_disk(file: &Path, id: &str) -> Vec<String> {
-    vec![
-        "-drive".into(),
-        format!("file={},format=raw,if=none,id={id},readonly=on", file.display()),
-        "-device".into(),
-        format!("virtio-blk-pci,drive={id}"),
-    ]
-}
-
 fn run(cmd: &mut Command) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
@@ -46,12 +37,7 @@ fn run(cmd: &mut Command) {
 /// A NoCloud disk on FAT, labelled CIDATA (mkfs.vfat, mcopy).
 fn fat_cidata(dir: &Scratch, name: &str, user_data: &str, instance: &str) -> std::path::PathBuf {
     let img = dir.path(&format!("{name}.img"));
-    let (ud, md) = (dir.path(&format!("{name}-user-data")), dir.path(&format!("{name}-meta-data")));
-    std::fs::write(&ud, user_data).unwrap();
-    std::fs::write(&md, format!("instance-id: {instance}\n")).unwrap();
-    run(Command::new("mkfs.vfat").args(["-C", "-n", "CIDATA"]).arg(&img).arg("2048"));
-    run(Command::new("mcopy").arg("-i").arg(&img).arg(&ud).arg("::user-data"));
-    run(Command::new("mcopy").arg("-i").arg(&img).arg(&md).arg("::meta-data"));
+    cairn_qemu::sources::fat_cidata(&img, &dir.path(&format!("{name}-files")), user_data, instance).unwrap();
     img
 }
 
@@ -143,15 +129,6 @@ fn a_config_with_three_mistakes_is_refused_all_named_and_the_last_good_one_stays
 /// The guest's user network on a link-local range, with the metadata address
 /// (and Azure's WireServer) forwarded to the test's server on loopback.
 /// `busybox nc` joins each guest connection to the server.
-fn metadata_net(port: u16, azure: bool) -> String {
-    let nc = format!("cmd:busybox nc 127.0.0.1 {port}");
-    let mut s = format!(",net={},guestfwd=tcp:169.254.169.254:80-{nc}", if azure { "168.0.0.0/6" } else { "169.254.169.0/24" });
-    if azure {
-        s.push_str(&format!(",guestfwd=tcp:168.63.129.16:80-{nc}"));
-    }
-    s
-}
-
 #[test]
 fn ec2_user_data_over_imdsv2_sets_a_static_address_after_one_reboot() {
     use cairn_qemu::metadata::{Server, Setup, Token};

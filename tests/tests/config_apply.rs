@@ -30,15 +30,38 @@ const THIRD: &str = "version = 1\nhostname = \"second\"\nmodules = [\"dummy\"]\n
 /// Three mistakes: a misspelt key, a value out of range, a word not allowed.
 const BAD: &str = "version = 1\nhostnme = \"bad\"\n[logs]\nmax_file_kb = 3\n[update]\nchannel = \"stabel\"\n";
 
+/// Which disk a machine boots: the production one, or the debug one whose
+/// cairn-config honours `cairn.config.pause=` (fault injection).
+#[derive(Clone, Copy)]
+enum Image {
+    Production,
+    Test,
+}
+
+/// `machine` on an overlay of `image`'s disk; the debug disk's root has its
+/// own verity hash, so its command line is the one `make image` wrote for it.
+fn machine_on(image: Image, disk: &std::path::Path, extra: &[String]) -> cairn_qemu::Config {
+    let mut cfg = machine(disk, extra);
+    if let Image::Test = image {
+        let path = cairn_tests::repo().join("build/cmdline-debug");
+        cfg.cmdline = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{} (from `make image`): {e}", path.display())).trim().to_string();
+    }
+    cfg
+}
+
 /// A machine booted with FIRST from fw_cfg (generation 1).
-fn first_boot(name: &str, cmdline: &str) -> (Scratch, std::path::PathBuf, Vec<String>, Machine) {
+fn first_boot(name: &str, image: Image, cmdline: &str) -> (Scratch, std::path::PathBuf, Vec<String>, Machine) {
     let dir = Scratch::new(name).unwrap();
     let disk = dir.path("disk.qcow2");
-    make_overlay(&out_dir().join("cairn.qcow2"), &disk).unwrap();
+    let base = match image {
+        Image::Production => "cairn.qcow2",
+        Image::Test => "cairn-debug.qcow2",
+    };
+    make_overlay(&out_dir().join(base), &disk).unwrap();
     let doc = dir.path("first.toml");
     std::fs::write(&doc, FIRST).unwrap();
     let extra = fw_cfg(&doc);
-    let (m, ready) = boot(&machine(&disk, &extra).append(cmdline));
+    let (m, ready) = boot(&machine_on(image, &disk, &extra).append(cmdline));
     assert_eq!(field(&ready, "config").as_deref(), Some("fw_cfg:1"), "{ready}");
     (dir, disk, extra, m)
 }
@@ -64,7 +87,7 @@ fn until(m: &mut Machine, what: &str, bound: Duration, mut ok: impl FnMut(&mut M
 
 #[test]
 fn apply_refuse_try_confirm_and_rollback_on_a_running_machine() {
-    let (_dir, _disk, _extra, mut m) = first_boot("config-apply", "");
+    let (_dir, _disk, _extra, mut m) = first_boot("config-apply", Image::Production, "");
     let boot_id = m.sh_ok("cat /proc/sys/kernel/random/boot_id").unwrap();
     put_file(&mut m, "/run/second.toml", SECOND);
     put_file(&mut m, "/run/third.toml", THIRD);
@@ -135,7 +158,7 @@ fn apply_refuse_try_confirm_and_rollback_on_a_running_machine() {
 
 #[test]
 fn a_try_survives_one_reboot_and_then_goes_back_by_itself() {
-    let (_dir, _disk, _extra, mut m) = first_boot("config-try-reboot", "");
+    let (_dir, _disk, _extra, mut m) = first_boot("config-try-reboot", Image::Production, "");
     put_file(&mut m, "/run/second.toml", SECOND);
     // Long enough for the reboot to reach its checks before the deadline.
     m.sh_ok("cairnctl config try /run/second.toml --timeout 120s").unwrap();
@@ -161,14 +184,14 @@ fn a_try_survives_one_reboot_and_then_goes_back_by_itself() {
 #[test]
 fn a_power_cut_during_apply_leaves_generation_n_or_n_plus_1_whole() {
     // Cut after generation 2's files are flushed, before `current` moves: 1 stays.
-    let (_dir, disk, extra, mut m) = first_boot("config-cut", "cairn.config.pause=meta");
+    let (_dir, disk, extra, mut m) = first_boot("config-cut", Image::Test, "cairn.config.pause=meta");
     put_file(&mut m, "/run/second.toml", SECOND);
     m.sh_send("cairnctl config apply /run/second.toml").unwrap();
     m.wait_for("cairn-config: paused at meta", BOOT).expect("the apply reaches its pause");
     m.kill();
 
     // Cut right after `current` moved: the next boot is on the new generation.
-    let (mut m, ready) = boot(&machine(&disk, &extra).append("cairn.config.pause=current"));
+    let (mut m, ready) = boot(&machine_on(Image::Test, &disk, &extra).append("cairn.config.pause=current"));
     assert_eq!(field(&ready, "config").as_deref(), Some("fw_cfg:1"), "cut before the switch: N: {ready}");
     assert_eq!(hostname(&mut m), "first");
     put_file(&mut m, "/run/second.toml", SECOND);
@@ -176,10 +199,18 @@ fn a_power_cut_during_apply_leaves_generation_n_or_n_plus_1_whole() {
     m.wait_for("cairn-config: paused at current", BOOT).expect("the apply reaches its pause");
     m.kill();
 
-    let (mut m, ready) = boot(&machine(&disk, &extra));
+    let (mut m, ready) = boot(&machine_on(Image::Test, &disk, &extra));
     assert_eq!(field(&ready, "config").as_deref(), Some("apply:3"), "cut after the switch: N+1: {ready}");
     assert_eq!(hostname(&mut m), "second");
     assert_eq!(m.sh_ok("cat /var/lib/cairn/config/gen/000003.toml").unwrap().trim_end(), SECOND.trim_end(), "whole");
     until(&mut m, "hello runs", BOOT, |m| service_state(m, "hello") == "running");
     power_off(m);
+}
+
+/// `make build` puts the production cairn-config (the one `out/cairn.raw`
+/// carries) at its usual place and the one that can pause a commit beside
+/// it, for the test images only. No QEMU.
+#[test]
+fn only_the_test_images_cairn_config_can_pause_a_commit() {
+    cairn_tests::only_the_test_build_holds("target/x86_64-unknown-linux-gnu/release/cairn-config", "build/cairn-config-fault-injection", b"(cairn.config.pause)");
 }

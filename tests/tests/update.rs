@@ -326,14 +326,7 @@ fn refused_updates_leave_slot_and_esp_byte_for_byte_unchanged() {
 /// the one with fault injection beside it for the test images only. No QEMU.
 #[test]
 fn only_the_test_images_cairnctl_can_pause_an_update() {
-    let r = repo();
-    let read = |p: &str| std::fs::read(r.join(p)).unwrap_or_else(|e| panic!("{p} (from `make build`): {e}"));
-    let production = read("target/x86_64-unknown-linux-gnu/release/cairnctl");
-    let test = read("build/cairnctl-fault-injection");
-    let marker: &[u8] = b"(pause-at on STATE)";
-    let holds = |bin: &[u8]| bin.windows(marker.len()).any(|w| w == marker);
-    assert!(holds(&test), "the test cairnctl has the pause code (else this check proves nothing)");
-    assert!(!holds(&production), "the production cairnctl carries the pause-at code");
+    cairn_tests::only_the_test_build_holds("target/x86_64-unknown-linux-gnu/release/cairnctl", "build/cairnctl-fault-injection", b"(pause-at on STATE)");
 }
 
 /// The ESP of `out/cairn.raw`, straight from the build, is clean to
