@@ -39,7 +39,7 @@ KEYS := build/keys
 # Root images the update tests install: see tests/tests/update.rs.
 TESTDIR := build/test
 
-.PHONY: deps kernel debs build keys image images test-fixtures run test unit-test qemu-test bench clean
+.PHONY: deps kernel debs build keys image images test-fixtures schemathesis run test unit-test qemu-test bench clean
 
 deps:
 	@scripts/install-deps
@@ -124,6 +124,18 @@ test-fixtures: image
 	$(IMAGE) disk --out $(TESTDIR)/other-disk.raw --root $(TESTDIR)/good-root.img --vmlinuz out/vmlinuz \
 		--initramfs out/initramfs.img --cmdline "$(CMDLINE)" --version 0.2.0
 
+# The API checker the agent test runs against a booted VM (PyPI, pinned), in
+# a venv of Debian's python3 under build/.
+SCHEMATHESIS_VERSION := 4.32.5
+SCHEMATHESIS_VENV := build/venv-schemathesis
+SCHEMATHESIS_STAMP := $(SCHEMATHESIS_VENV)/.schemathesis-$(SCHEMATHESIS_VERSION)
+schemathesis: $(SCHEMATHESIS_STAMP)
+$(SCHEMATHESIS_STAMP): | deps
+	rm -rf $(SCHEMATHESIS_VENV)
+	/usr/bin/python3 -m venv $(SCHEMATHESIS_VENV)
+	$(SCHEMATHESIS_VENV)/bin/pip install -q schemathesis==$(SCHEMATHESIS_VERSION)
+	touch $@
+
 run: image
 	target/release/cairn-qemu run
 
@@ -131,7 +143,7 @@ run: image
 unit-test: deps kernel debs
 	$(CARGO) test -q --locked --workspace --exclude cairn-tests
 
-qemu-test: test-fixtures images
+qemu-test: test-fixtures images schemathesis
 	$(CARGO) test --locked -p cairn-tests -- --test-threads=2
 
 test: unit-test qemu-test
