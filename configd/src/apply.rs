@@ -30,6 +30,7 @@ pub struct Paths<'a> {
     pub chrony: &'a Path,
     pub ssh_keys: &'a Path,
     pub ssh_host_keys: &'a Path,
+    pub docker: &'a Path,
 }
 
 impl Paths<'static> {
@@ -44,6 +45,7 @@ impl Paths<'static> {
             chrony: Path::new(crate::chrony::DIR),
             ssh_keys: Path::new(crate::ssh::KEYS_DIR),
             ssh_host_keys: Path::new(crate::ssh::HOST_KEYS_DIR),
+            docker: Path::new(crate::docker::DIR),
         }
     }
 }
@@ -96,6 +98,7 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
         notes2.push(("error".into(), "config: [cluster] needs the node agent, and [api] gives it no certificate; this node joins no cluster".into()));
     }
     notes2.extend(crate::agent::write(&c.api, cluster.as_deref(), paths.agent));
+    notes2.extend(crate::docker::write(&c.docker, paths.docker));
     if c.metrics.enabled || c.metrics.listen.is_some() {
         not_yet("[metrics]");
     }
@@ -250,7 +253,7 @@ mod tests {
         let _ = std::fs::remove_dir_all(&root);
         let (services, net, sys, update) = paths(&root);
         let network = root.join("network.toml");
-        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network, agent: &root.join("agent"), chrony: &root.join("chrony"), ssh_keys: &root.join("ssh"), ssh_host_keys: &root.join("ssh-host") };
+        let p = Paths { services: &services, sys_net: &net, proc_sys: &sys, update_config: &update, network: &network, agent: &root.join("agent"), chrony: &root.join("chrony"), ssh_keys: &root.join("ssh"), ssh_host_keys: &root.join("ssh-host"), docker: &root.join("docker") };
         let plain = "version = 1\n[network]\ndns = [\"10.0.2.3\"]\n[[network.links]]\nname = \"eth0\"\naddresses = [\"10.0.2.77/24\"]\ngateway = \"10.0.2.2\"\n";
         let c = cairn_model::config::parse(plain, "plain").unwrap();
         let (args, _) = apply(&c, &p);
@@ -291,6 +294,7 @@ mod tests {
             chrony: &root.join("chrony"),
             ssh_keys: &root.join("ssh"),
             ssh_host_keys: &root.join("ssh-host"),
+            docker: &root.join("docker"),
         };
         let (args, notes) = apply(&c, &p);
         assert_eq!(args, ["cairn.hostname=node-7", "cairn.ip=netd", "cairn.enable=admin", "cairn.modules=br_netfilter,8021q"]);

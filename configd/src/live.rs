@@ -83,6 +83,10 @@ pub fn reboot_needed(booted: &MachineConfig, new: &MachineConfig, netd: bool) ->
     if containerd_off(booted) != containerd_off(new) {
         out.push("containerd".to_string());
     }
+    // So is dockerd, and its modules and daemon.json are read once, at boot.
+    if booted.docker != new.docker {
+        out.push("docker".to_string());
+    }
     out
 }
 
@@ -417,10 +421,19 @@ mod tests {
     const HELLO: &str = "version = 1\nhostname = \"a\"\n[services.add.hello]\nrootfs = \"/r\"\ncommand = [\"/bin/sh\"]\n";
 
     #[test]
+    fn the_docker_engine_changes_at_the_next_boot() {
+        let parse = |t: &str| config::parse(t, "t").unwrap();
+        let none = parse("version = 1\n");
+        assert_eq!(reboot_needed(&none, &parse("version = 1\n[docker]\n"), true), ["docker"]);
+        assert_eq!(reboot_needed(&none, &parse("version = 1\n[cluster]\nrole = \"manager\"\n"), true), ["docker"]);
+        assert!(reboot_needed(&none, &parse("version = 1\n[docker]\nenabled = false\n"), true).is_empty());
+    }
+
+    #[test]
     fn apply_keeps_a_generation_and_says_what_changes() {
         let m = Machine::new("apply");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host"), docker: &y.join("docker") };
         let store = m.store();
         let h = apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         assert!(!h.refused, "{h:?}");
@@ -442,7 +455,7 @@ mod tests {
     fn a_bad_config_changes_nothing_and_is_remembered() {
         let m = Machine::new("bad");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host"), docker: &y.join("docker") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let bad = m.file("bad.toml", "version = 1\nhostnme = \"x\"\nmodules = 3\n[logs]\nlevel = \"loud\"\n");
@@ -463,7 +476,7 @@ mod tests {
     fn a_try_reverts_confirms_and_survives_one_reboot_only() {
         let m = Machine::new("try");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host"), docker: &y.join("docker") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let two = m.file("two.toml", "version = 1\nhostname = \"tried\"\n");
@@ -508,7 +521,7 @@ mod tests {
     fn rollback_goes_back_one_generation_and_not_past_the_first() {
         let m = Machine::new("rollback");
         let (s, n, y, u) = m.paths();
-        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host") };
+        let p = apply::Paths { services: &s, sys_net: &n, proc_sys: &y, update_config: &u, network: &y.join("network.toml"), agent: &y.join("agent"), chrony: &y.join("chrony"), ssh_keys: &y.join("ssh"), ssh_host_keys: &y.join("ssh-host"), docker: &y.join("docker") };
         let store = m.store();
         apply_file(&store, &m.file("one.toml", HELLO), None, &p);
         let two = m.file("two.toml", "version = 1\nhostname = \"b\"\n");

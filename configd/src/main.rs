@@ -24,6 +24,7 @@ mod agent;
 mod apply;
 mod chrony;
 mod decide;
+mod docker;
 mod live;
 mod pending;
 mod platform;

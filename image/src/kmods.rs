@@ -59,6 +59,7 @@ pub fn add(tree: &mut Tree, kernel: &Path, base: &str, want: impl Fn(Load) -> bo
     for (load, file, what) in [
         (Load::Boot, "modules.boot", "at every boot"),
         (Load::Root, "modules.root", "by stage 1 to mount the verified root"),
+        (Load::Docker, "modules.docker", "before it starts dockerd"),
     ] {
         let list: Vec<&str> = wanted.iter().filter(|(_, l)| *l == load).map(|(n, _)| n.as_str()).collect();
         let text = format!("# Loaded by cairn-init {what} (kernel-config/required.txt)\n{}\n", list.join("\n"));

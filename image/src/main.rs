@@ -26,6 +26,7 @@
 
 mod cpio;
 mod disk;
+mod docker;
 mod elfdeps;
 mod esp;
 mod images;

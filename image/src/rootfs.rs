@@ -3,7 +3,7 @@
 //! Built as erofs (lz4hc) and followed by its dm-verity hash tree.
 
 use crate::tree::{Node, Tree};
-use crate::{elfdeps, kmods};
+use crate::{docker, elfdeps, kmods};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -105,11 +105,15 @@ pub fn tree(init: &Path, tools: &[(std::path::PathBuf, &str)], kernel: &Path, de
     let ctd = std::fs::read(CONTAINERD_CONFIG).with_context(|| format!("Cannot read {CONTAINERD_CONFIG}"))?;
     t.file("/etc/containerd/config.toml", 0o644, ctd)?;
     kmods::add(&mut t, kernel, "/usr/lib/modules", |_| true, release.drop_modules)?;
-    for (src, dst) in elfdeps::closure(debroot, DEBIAN_BINARIES)? {
+    let extensions = docker::extensions(debroot)?;
+    let binaries: Vec<&str> =
+        DEBIAN_BINARIES.iter().chain(docker::BINARIES).copied().chain(extensions.iter().map(String::as_str)).collect();
+    for (src, dst) in elfdeps::closure(debroot, &binaries)? {
         let bytes = std::fs::read(&src).with_context(|| format!("Cannot read {}", src.display()))?;
         let mode = if dst.contains("/bin/") || dst.contains("/sbin/") || dst.contains("ld-linux") { 0o755 } else { 0o644 };
         t.file(&usr_path(&dst), mode, bytes)?;
     }
+    docker::links(&mut t)?;
     Ok(t)
 }
 

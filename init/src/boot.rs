@@ -1,7 +1,7 @@
 //! From the kernel's hand-off to the first turn of the event loop: early
 //! mounts, command line, stage 1 (find and verify the root, switch to it),
 //! stage 2's preparation, modules, watchdog, and the processes PID 1 starts
-//! itself (containerd, the debug shell).
+//! itself (containerd, dockerd, the debug shell).
 
 use crate::cmdline::Settings;
 use crate::{cmdline, control, disk, error_chain, health, log, logs, modules, mounts, net, power, reaper, services, supervisor, sys, timeline, verdict, watchdog};
@@ -121,7 +121,8 @@ pub(crate) fn boot(logger: &'static log::Logger, stage2: bool, watchdog_fd: Opti
         var_is_state: stage2 && mounts::var_is_state(),
         files: Vec::new(),
     };
-    for spec in [netd_spec(&settings), containerd_spec(&release, &settings)].into_iter().flatten() {
+    let specs = [netd_spec(&settings), containerd_spec(&release, &settings), crate::docker::spec(&release, &settings)];
+    for spec in specs.into_iter().flatten() {
         gate.services.push(spec.name.clone());
         supervisor.add(spec, now);
     }

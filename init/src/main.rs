@@ -13,6 +13,7 @@ mod config_live;
 mod control;
 mod control_handlers;
 mod disk;
+mod docker;
 mod event_loop;
 mod health;
 mod helper;

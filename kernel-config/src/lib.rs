@@ -41,6 +41,9 @@ pub enum Load {
     /// By stage 2's coldplug, where a device matches one of its aliases
     /// (NICs first among them, the rest of the hardware).
     Device,
+    /// By cairn-init before it starts dockerd, where the machine config
+    /// enables the Docker engine.
+    Docker,
     /// Shipped, loaded by whatever needs it.
     Later,
 }
@@ -124,10 +127,11 @@ pub fn parse_requirements(text: &str, origin: &str) -> Result<Vec<Requirement>, 
             ("-", None) => None,
             ("boot", Some(_)) => Some(Load::Boot),
             ("later", Some(_)) => Some(Load::Later),
+            ("docker", Some(_)) => Some(Load::Docker),
             ("root", Some(_)) => Some(Load::Root),
             ("disk", Some(_)) => Some(Load::Disk),
             ("device", Some(_)) => Some(Load::Device),
-            ("-", Some(m)) => return Err(bad(format!("module `{m}` needs `boot`, `root`, `disk`, `device` or `later`"))),
+            ("-", Some(m)) => return Err(bad(format!("module `{m}` needs `boot`, `root`, `disk`, `device`, `docker` or `later`"))),
             (w, None) => return Err(bad(format!("`{w}` given for a built-in-only option"))),
             (w, Some(_)) => return Err(bad(format!("unknown load time `{w}`"))),
         };
@@ -323,6 +327,14 @@ mod tests {
         assert_eq!(err.to_string(), "r:1: unknown kernel flavour `arm` (cloud or metal)");
         assert_eq!(Flavour::of_release("6.1.0-50-cloud-amd64"), Flavour::Cloud);
         assert_eq!(Flavour::of_release("6.1.0-50-amd64"), Flavour::Metal);
+    }
+
+    #[test]
+    fn docker_modules_have_their_own_load_time() {
+        let reqs = parse_requirements("CONFIG_BRIDGE bridge docker x\n", "t").unwrap();
+        assert_eq!(reqs[0].load, Some(Load::Docker));
+        let err = parse_requirements("CONFIG_A - docker x\n", "r").unwrap_err();
+        assert_eq!(err.to_string(), "r:1: `docker` given for a built-in-only option");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 //! powering off, reading the service table, putting a file on the guest;
 //! where the build left its files, and hashing them.
 
+pub mod oci;
+
 use cairn_qemu::{out_dir, Config, Machine};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -49,6 +51,25 @@ pub fn put_file(m: &mut Machine, path: &str, text: &str) {
     assert!(!text.contains('\''), "put_file cannot carry a single quote");
     let lines: Vec<String> = text.lines().map(|l| format!("'{l}'")).collect();
     m.sh_ok(&format!("printf '%s\\n' {} > {path}", lines.join(" "))).unwrap_or_else(|e| panic!("writing {path}: {e}"));
+}
+
+/// Retries a shell command until it succeeds (a service takes a moment to
+/// start); fails the test with its last output after `within`.
+pub fn wait_sh(m: &mut Machine, cmd: &str, within: Duration) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let (out, code) = m.sh(cmd).unwrap_or_else(|e| panic!("`{cmd}`: {e}"));
+        if code == 0 {
+            return out;
+        }
+        assert!(std::time::Instant::now() < deadline, "`{cmd}` kept failing for {within:?}: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A TCP port on the host's loopback that nothing listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free port")
 }
 
 /// The repository's top directory.

@@ -7,7 +7,7 @@
 
 use cairn_pki::{Ca, Issued, Role, Validity};
 use cairn_qemu::{field, make_overlay, out_dir, Config, Machine, Scratch};
-use cairn_tests::{boot, fw_cfg, repo, BOOT, EXIT};
+use cairn_tests::{boot, free_port, fw_cfg, repo, BOOT, EXIT};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -185,10 +185,6 @@ fn schemathesis(door: &Door, who: &Client, dir: &Scratch) {
 /// handshake authenticates), and positive_data_acceptance (a name the schema
 /// allows is still no service of this machine: 404).
 const SCHEMATHESIS_CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection,missing_required_header,unsupported_method,allow_header_conformance";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn config(dir: &Scratch, ca: &Ca, ca_pem: &str, denied: &str) -> PathBuf {
     let node = ca.issue_server("agent-1", &["agent-1".into(), "127.0.0.1".into()], Validity::days(2)).unwrap();

@@ -6,6 +6,7 @@
 //! debug shell and use the admin container's busybox root; a reboot loads them.
 
 use cairn_qemu::{out_dir, Config, Machine};
+use cairn_tests::wait_sh;
 use std::time::Duration;
 
 const BOOT: Duration = Duration::from_secs(180);
@@ -52,19 +53,6 @@ fn wait_log(m: &mut Machine, name: &str, needle: &str) -> String {
     }
 }
 
-/// Retries a shell command until it succeeds (a container takes a moment to start).
-fn wait_sh(m: &mut Machine, cmd: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (out, code) = m.sh(cmd).unwrap();
-        if code == 0 {
-            return out;
-        }
-        assert!(std::time::Instant::now() < deadline, "`{cmd}` kept failing: {out}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 fn list_row(m: &mut Machine, name: &str) -> Vec<String> {
     let list = m.sh_ok("cairnctl list").unwrap();
     list.lines()
@@ -82,7 +70,7 @@ fn chrony_ships_running_with_only_cap_sys_time() {
     assert!(ready.contains("services=2"), "chrony and containerd: {ready}");
     let row = list_row(&mut m, "chrony");
     assert_eq!(row[1], "running", "{row:?}");
-    let pid = wait_sh(&mut m, "pidof chronyd").trim().to_string();
+    let pid = wait_sh(&mut m, "pidof chronyd", Duration::from_secs(60)).trim().to_string();
     let caps = m.sh_ok(&format!("grep CapEff /proc/{pid}/status")).unwrap();
     assert!(caps.trim().ends_with("0000000002000000"), "only CAP_SYS_TIME (bit 25): {caps}");
     let cg = m.sh_ok(&format!("cat /proc/{pid}/cgroup")).unwrap();
@@ -103,7 +91,7 @@ fn chrony_ships_running_with_only_cap_sys_time() {
     assert!(kernel.contains("cairn-init"), "kernel messages are kept too");
     // restart: a new process, counted.
     m.sh_ok("cairnctl restart chrony").unwrap();
-    let new_pid = wait_sh(&mut m, &format!("P=$(pidof chronyd) && [ \"$P\" != {pid} ] && echo $P"));
+    let new_pid = wait_sh(&mut m, &format!("P=$(pidof chronyd) && [ \"$P\" != {pid} ] && echo $P"), Duration::from_secs(60));
     assert_ne!(new_pid.trim(), pid);
     assert_eq!(list_row(&mut m, "chrony")[3], "2", "the kill and the restart");
     // logs -f: what is there, then what comes.
@@ -248,7 +236,7 @@ fn a_workload_runs_through_containerd_from_a_local_image_archive() {
     let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
     assert!(ready.contains("services=2"), "chrony and containerd: {ready}");
     assert_eq!(list_row(&mut m, "containerd")[1], "running");
-    wait_sh(&mut m, "ctr version");
+    wait_sh(&mut m, "ctr version", Duration::from_secs(60));
     m.sh_ok(MAKE_ARCHIVE).expect("the archive is built");
     let import = m.sh_ok("ctr -n test image import --base-name cairn.test/hello /tmp/hello.tar 2>&1").unwrap();
     assert!(import.contains("cairn.test/hello:1"), "{import}");
@@ -263,12 +251,12 @@ fn runc_runs_the_same_services_as_crun() {
     let mut m = Machine::start(&debug().append("cairn.runtime=runc cairn.enable=admin")).unwrap();
     let ready = m.wait_for("cairn-init: ready", BOOT).unwrap();
     assert!(ready.contains("services=3"), "admin, chrony, containerd: {ready}");
-    let pid = wait_sh(&mut m, "pidof chronyd").trim().to_string();
+    let pid = wait_sh(&mut m, "pidof chronyd", Duration::from_secs(60)).trim().to_string();
     let caps = m.sh_ok(&format!("grep CapEff /proc/{pid}/status")).unwrap();
     assert!(caps.trim().ends_with("0000000002000000"), "only CAP_SYS_TIME under runc too: {caps}");
     let procs = m.sh_ok("ps -o args | grep -c '^/usr/sbin/runc --root /run/runc run'").unwrap();
     assert_eq!(procs.trim(), "2", "both services under runc");
-    let list = wait_sh(&mut m, "cairnctl exec admin -- ps | grep chronyd");
+    let list = wait_sh(&mut m, "cairnctl exec admin -- ps | grep chronyd", Duration::from_secs(60));
     assert!(list.contains("chronyd"), "exec and health checks go through runc: {list}");
     assert_eq!(list_row(&mut m, "admin")[5], "healthy");
     m.press_power_button().unwrap();

@@ -51,6 +51,7 @@ fn run() -> Result<()> {
                     Load::Root => "root",
                     Load::Disk => "disk",
                     Load::Device => "device",
+                    Load::Docker => "docker",
                     Load::Later => "later",
                 };
                 println!("{name} {when}");

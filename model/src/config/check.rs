@@ -7,7 +7,7 @@ use std::ops::Range;
 use std::str::FromStr;
 
 const TOP: &[&str] =
-    &["version", "hostname", "network", "time", "services", "update", "cluster", "access", "api", "logs", "metrics", "sysctl", "modules"];
+    &["version", "hostname", "network", "time", "services", "update", "cluster", "docker", "access", "api", "logs", "metrics", "sysctl", "modules"];
 const ADDRESSING: &[&str] = &["dhcp", "addresses", "gateway", "routes", "mtu"];
 const DAYS: &[&str] = &["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
 const LEVELS: &[&str] = &["error", "warn", "info", "debug", "trace"];
@@ -56,6 +56,8 @@ pub(super) fn check(text: &str, source: &str) -> Result<MachineConfig, Problems>
         None => Update { repository: None, channel: Channel::Stable, policy: UpdatePolicy::Manual, window: None },
     };
     let cluster = w.table(root, "cluster", "cluster").and_then(|t| cluster(&mut w, t));
+    let docker_at = w.table(root, "docker", "docker");
+    let docker = super::docker::check(&mut w, docker_at, doc.get("cluster").is_some());
     let access = w.table(root, "access", "access").map(|t| access(&mut w, t)).unwrap_or_default();
     let api = w.table(root, "api", "api").map(|t| api(&mut w, t)).unwrap_or_default();
     let logs = match w.table(root, "logs", "logs") {
@@ -77,7 +79,7 @@ pub(super) fn check(text: &str, source: &str) -> Result<MachineConfig, Problems>
         problems.sort_by_key(|p| (p.line, p.column));
         return Err(Problems(problems));
     }
-    Ok(MachineConfig { hostname, network, time, services, update, cluster, access, api, logs, metrics, sysctl, modules })
+    Ok(MachineConfig { hostname, network, time, services, update, cluster, docker, access, api, logs, metrics, sysctl, modules })
 }
 
 /// RFC 1123: dot-separated labels of letters, digits and inner hyphens.
@@ -98,7 +100,7 @@ pub(crate) fn check_hostname(h: &str) -> Result<(), String> {
     }
 }
 
-fn parse_cidr(text: &str) -> Result<Cidr, String> {
+pub(super) fn parse_cidr(text: &str) -> Result<Cidr, String> {
     let bad = || format!("{text:?} is not ADDRESS/PREFIX (e.g. 10.0.2.50/24)");
     let (a, p) = text.split_once('/').ok_or_else(bad)?;
     let addr = IpAddr::from_str(a).map_err(|_| bad())?;

@@ -16,6 +16,7 @@
 //! not what the operator wrote and never overrides it.
 
 mod check;
+mod docker;
 pub mod handoff;
 pub mod network_text;
 mod walk;
@@ -47,6 +48,8 @@ pub struct MachineConfig {
     pub update: Update,
     /// `[cluster]`: None when the machine joins no cluster.
     pub cluster: Option<Cluster>,
+    /// `[docker]`: the Docker engine (on whenever `[cluster]` is given).
+    pub docker: Docker,
     /// `[access]`.
     pub access: Access,
     /// `[api]`: the node agent.
@@ -233,6 +236,29 @@ pub struct Cluster {
     /// Default: the first static address of the network config; a manager
     /// needs a fixed one.
     pub advertise_address: Option<IpAddr>,
+}
+
+/// `[docker]`: the Docker engine, dockerd on cairn-init's containerd,
+/// answering on `/run/docker.sock` (docs/docker.md). A change takes effect
+/// at the next boot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Docker {
+    /// `enabled`: run dockerd. Default false, true once the section is
+    /// written, and always true with a `[cluster]` section.
+    pub enabled: bool,
+    /// `address_pools`: IPv4 networks (`10.20.0.0/16`) that dockerd cuts its
+    /// local (bridge) networks from; empty keeps dockerd's own
+    /// (172.17.0.0/16 onwards).
+    pub address_pools: Vec<Cidr>,
+    /// `pool_size`: the prefix length of each network cut from a pool, 8 to
+    /// 30 (default 24).
+    pub pool_size: u8,
+}
+
+impl Default for Docker {
+    fn default() -> Self {
+        Docker { enabled: false, address_pools: Vec::new(), pool_size: 24 }
+    }
 }
 
 /// `[access]`.

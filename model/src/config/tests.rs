@@ -25,6 +25,9 @@ fn the_example_uses_every_section_and_is_valid() {
     let w = c.update.window.as_ref().unwrap();
     assert_eq!((w.days.clone(), w.start_minute, w.length.as_secs()), (vec![5, 6], 120, 7200));
     assert_eq!(c.cluster.as_ref().map(|c| c.role), Some(Role::Worker));
+    assert!(c.docker.enabled);
+    assert_eq!(c.docker.address_pools, [Cidr { addr: "10.20.0.0".parse().unwrap(), prefix: 16 }]);
+    assert_eq!(c.docker.pool_size, 24);
     assert_eq!(c.sysctl["net.ipv4.ip_forward"], "1");
     assert_eq!(c.modules, ["br_netfilter"]);
     assert!(c.access.admin);
@@ -39,6 +42,36 @@ fn the_smallest_config_is_a_version() {
     assert_eq!(c.update.channel, Channel::Stable);
     assert_eq!(c.logs.level, "info");
     assert!(c.cluster.is_none());
+    assert_eq!(c.docker, Docker::default());
+    assert!(!c.docker.enabled);
+}
+
+#[test]
+fn docker_is_on_with_its_section_or_a_cluster_and_refuses_bad_pools() {
+    let on = |text: &str| parse(text, "m.toml").unwrap().docker.enabled;
+    assert!(on("version = 1\n[docker]\n"));
+    assert!(!on("version = 1\n[docker]\nenabled = false\n"));
+    assert!(on("version = 1\n[cluster]\nrole = \"manager\"\n"));
+    let c = parse("version = 1\n[docker]\naddress_pools = [\"10.30.7.9/16\"]\npool_size = 26\n", "m.toml").unwrap();
+    assert_eq!(c.docker.address_pools, [Cidr { addr: "10.30.0.0".parse().unwrap(), prefix: 16 }], "the pool's network address");
+    assert_eq!(c.docker.pool_size, 26);
+    assert_eq!(
+        problems("version = 1\n[cluster]\nrole = \"manager\"\n[docker]\nenabled = false\n"),
+        ["m.toml:5:11: docker.enabled: false, but [cluster] needs the Docker engine: remove the key or the [cluster] section"]
+    );
+    assert_eq!(
+        problems("version = 1\n[docker]\naddress_pools = [\"10.0.0.0\", \"fd00::/8\"]\npool_size = 31\nenable = true\n"),
+        [
+            "m.toml:3:18: docker.address_pools[0]: \"10.0.0.0\" is not ADDRESS/PREFIX (e.g. 10.0.2.50/24)",
+            "m.toml:3:30: docker.address_pools[1]: \"fd00::/8\": only IPv4 pools (dockerd's bridge networks are IPv4 here)",
+            "m.toml:4:13: docker.pool_size: 31 is out of range (8 to 30)",
+            "m.toml:5:1: docker.enable: unknown key (did you mean \"enabled\"?)",
+        ]
+    );
+    assert_eq!(
+        problems("version = 1\n[docker]\naddress_pools = [\"10.0.0.0/24\"]\npool_size = 16\n"),
+        ["m.toml:4:13: docker.pool_size: networks of /16 do not fit in the pool /24"]
+    );
 }
 
 #[test]
