@@ -149,7 +149,7 @@ fn a_service_added_by_the_config_is_checked_as_a_spec() {
 fn problems_serialise_for_tools() {
     let Err(p) = parse("version = 1\nx = 1\n", "m.toml") else { panic!("accepted") };
     let json = serde_json::to_string(&p.0).unwrap();
-    assert_eq!(json, r#"[{"source":"m.toml","line":2,"column":1,"key":"x","message":"unknown key (known keys: version, hostname, network, time, services, update, cluster, access, api, logs, metrics, sysctl, modules)"}]"#);
+    assert_eq!(json, r#"[{"source":"m.toml","line":2,"column":1,"key":"x","message":"unknown key (known keys: version, hostname, network, time, services, update, cluster, docker, access, api, logs, metrics, sysctl, modules)"}]"#);
 }
 
 #[test]
