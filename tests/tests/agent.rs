@@ -30,18 +30,21 @@ struct Door {
 }
 
 impl Door {
-    /// `cairnctl --node` on the host: its exit status and output.
-    fn cairnctl(&self, who: &Client, args: &[&str]) -> (bool, String) {
-        let bin = repo().join("target/x86_64-unknown-linux-gnu/release/cairnctl");
-        let out = Command::new(&bin)
-            .arg("--node")
+    /// `cairnctl --node` on the host, to this machine, as `who`.
+    fn command(&self, who: &Client, args: &[&str]) -> Command {
+        let mut cmd = Command::new(repo().join("target/x86_64-unknown-linux-gnu/release/cairnctl"));
+        cmd.arg("--node")
             .arg(format!("127.0.0.1:{}", self.port))
             .env("CAIRN_CA", &self.ca)
             .env("CAIRN_CERT", &who.cert)
             .env("CAIRN_KEY", &who.key)
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
+            .args(args);
+        cmd
+    }
+
+    /// `cairnctl --node` on the host: its exit status and output.
+    fn cairnctl(&self, who: &Client, args: &[&str]) -> (bool, String) {
+        let out = self.command(who, args).output().expect("cairnctl runs");
         let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
         text.push_str(&String::from_utf8_lossy(&out.stderr));
         (out.status.success(), text)
@@ -248,7 +251,41 @@ fn a_production_machine_is_operated_through_its_agent_from_the_host() {
     // before any handler runs.
     assert_eq!(door.curl(Some(&reader), "POST", "/v1/services/chrony/restart"), 403);
     assert_eq!(door.curl(Some(&operator), "POST", "/v1/config/rollback"), 403);
+    // A followed log over the API: chronyd's start line of this restart
+    // arrives after the history the follow began with.
+    let starts = |t: &str| t.lines().filter(|l| l.contains("chronyd version")).count();
+    let mut follow = door.command(&reader, &["logs", "chrony", "-f"]).stdout(std::process::Stdio::piped()).spawn().expect("cairnctl logs -f");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The history first (at least the start line of chrony's first run).
+    let mut followed = rx.recv_timeout(Duration::from_secs(30)).expect("the follow prints the log so far");
+    followed.push('\n');
+    std::thread::sleep(Duration::from_secs(1));
+    while let Ok(l) = rx.try_recv() {
+        followed.push_str(&l);
+        followed.push('\n');
+    }
+    let before_starts = starts(&followed);
+    assert!(before_starts >= 1, "no start line in chrony's log: {followed}");
     door.ok(&operator, &["restart", "chrony"]);
+    let started = Instant::now();
+    while starts(&followed) <= before_starts {
+        assert!(started.elapsed() < Duration::from_secs(60), "the restart's start line never came through the follow: {followed}");
+        if let Ok(l) = rx.recv_timeout(Duration::from_secs(1)) {
+            followed.push_str(&l);
+            followed.push('\n');
+        }
+    }
+    follow.kill().ok();
+    follow.wait().ok();
     let started = Instant::now();
     loop {
         let list = door.json(&reader, &["list"]);
