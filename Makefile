@@ -39,7 +39,7 @@ KEYS := build/keys
 # Root images the update tests install: see tests/tests/update.rs.
 TESTDIR := build/test
 
-.PHONY: deps kernel debs build keys image images test-fixtures schemathesis run test unit-test qemu-test bench clean
+.PHONY: deps kernel debs build keys image images test-fixtures schemathesis run test unit-test qemu-test test-cluster bench clean
 
 deps:
 	@scripts/install-deps
@@ -147,6 +147,12 @@ qemu-test: test-fixtures images schemathesis
 	$(CARGO) test --locked -p cairn-tests -- --test-threads=2
 
 test: unit-test qemu-test
+	@echo "make test: SKIPPED tests/tests/cluster.rs (three VMs, about 25 minutes: swarm, stack, rollout); run it with make test-cluster"
+
+# The three-VM swarm and rollout test, apart from `make test` for its time.
+test-cluster: test-fixtures
+	$(IMAGE) root --out $(TESTDIR)/good-0.3.0-root.img $(TEST_ROOT_ARGS) --services services --version 0.3.0
+	$(CARGO) test --locked -p cairn-tests --test cluster -- --ignored --nocapture
 
 bench: test-fixtures
 	@scripts/install-deps podman crun runc rauc squashfs-tools dbus-daemon openssl

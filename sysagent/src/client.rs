@@ -90,15 +90,27 @@ fn request(method: &str, host: &str, path: &str, body: Option<&serde_json::Value
 pub struct Engine {
     pub socket: PathBuf,
     pub timeout: Duration,
+    /// Calls in flight at once: a burst of API requests waits here, in the
+    /// agent, instead of piling onto the engine until its answers time out.
+    permits: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// Engine calls the agent makes at once.
+const ENGINE_CALLS: usize = 4;
 
 impl Engine {
     pub fn new(socket: &Path) -> Engine {
-        Engine { socket: socket.to_path_buf(), timeout: Duration::from_secs(30) }
+        Engine {
+            socket: socket.to_path_buf(),
+            timeout: Duration::from_secs(30),
+            permits: std::sync::Arc::new(tokio::sync::Semaphore::new(ENGINE_CALLS)),
+        }
     }
 
     pub async fn call(&self, method: &str, path: &str, body: Option<&serde_json::Value>) -> Result<Answer, ClientError> {
         let what = format!("docker {method} {path}");
+        // Never closed, so acquiring only waits.
+        let _permit = self.permits.acquire().await.ok();
         let work = async {
             let stream = tokio::net::UnixStream::connect(&self.socket)
                 .await

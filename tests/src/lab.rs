@@ -33,7 +33,7 @@
 
 use crate::{fw_cfg, repo, BOOT, EXIT};
 use cairn_pki::{Ca, Issued, Role, Validity};
-use cairn_qemu::{make_overlay, out_dir, Config, Machine, Scratch};
+use cairn_qemu::{make_overlay, out_dir, qemu_img, Config, Machine, Scratch};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -70,11 +70,14 @@ pub struct VmSpec {
     pub config: String,
     /// More QEMU arguments (a disk of images, say).
     pub qemu_args: Vec<String>,
+    /// Boot the debug disk through UEFI (OVMF, systemd-boot), as updates
+    /// need; its disk is 1 GiB larger, so STATE has room to stage one.
+    pub uefi: bool,
 }
 
 impl VmSpec {
     pub fn production(name: &str) -> VmSpec {
-        VmSpec { name: name.into(), image: Image::Production, memory_mb: 1024, config: String::new(), qemu_args: Vec::new() }
+        VmSpec { name: name.into(), image: Image::Production, memory_mb: 1024, config: String::new(), qemu_args: Vec::new(), uefi: false }
     }
 
     pub fn debug(name: &str) -> VmSpec {
@@ -103,7 +106,7 @@ pub struct Run {
 }
 
 impl Run {
-    fn from(out: Output) -> Run {
+    pub fn from(out: Output) -> Run {
         Run { ok: out.status.success(), stdout: String::from_utf8_lossy(&out.stdout).into_owned(), stderr: String::from_utf8_lossy(&out.stderr).into_owned() }
     }
 
@@ -281,7 +284,11 @@ impl Lab {
         ip(&["-n", &n, "link", "set", &tap, "up"]);
 
         let disk = self.dir.path(&format!("{}.qcow2", spec.name));
-        make_overlay(&out_dir().join("cairn.qcow2"), &disk).expect("overlay on out/cairn.qcow2");
+        let base = if spec.uefi { "cairn-debug.qcow2" } else { "cairn.qcow2" };
+        make_overlay(&out_dir().join(base), &disk).unwrap_or_else(|e| panic!("overlay on out/{base}: {e}"));
+        if spec.uefi {
+            qemu_img(&["resize", "-q", &disk.to_string_lossy(), "+1G"]).expect("qemu-img resize");
+        }
         let node = self.ca.issue_server(&spec.name, &[spec.name.clone(), address.clone()], Validity::days(2)).expect("node certificate");
         let doc = self.dir.path(&format!("{}.toml", spec.name));
         write(&doc, &machine_config(&spec, &address, &self.ca.cert_pem, &node));
@@ -290,8 +297,15 @@ impl Lab {
             Image::Production => "initramfs.img",
             Image::Debug => "initramfs-debug.img",
         };
-        let mut cfg = Config::from_out(&out_dir(), initrd).expect("make image ran").with_disk_file(&disk);
-        if spec.image == Image::Debug {
+        let mut cfg = if spec.uefi {
+            // The debug disk's boot entry turns its shell on.
+            let mut c = Config::uefi(&out_dir(), "cairn-debug.qcow2").expect("make image ran").with_disk_file(&disk);
+            c.debug_port = true;
+            c
+        } else {
+            Config::from_out(&out_dir(), initrd).expect("make image ran").with_disk_file(&disk)
+        };
+        if spec.image == Image::Debug && !spec.uefi {
             cfg = cfg.with_debug_shell();
         }
         cfg.memory_mb = spec.memory_mb;
@@ -367,20 +381,25 @@ impl Lab {
 
     /// Like [`Lab::ctl`], with another client certificate.
     pub fn ctl_as(&self, who: &ClientFiles, vms: &[usize], args: &[&str]) -> Run {
+        let out = self.ctl_command(who, vms, args).output().unwrap_or_else(|e| panic!("cairnctl: {e}"));
+        Run::from(out)
+    }
+
+    /// The `cairnctl` command [`Lab::ctl_as`] runs, to spawn (several at once).
+    pub fn ctl_command(&self, who: &ClientFiles, vms: &[usize], args: &[&str]) -> Command {
         let nodes: Vec<&str> = vms.iter().map(|&i| self.vms[i].address.as_str()).collect();
         let bin = repo().join("target/x86_64-unknown-linux-gnu/release/cairnctl");
         assert!(bin.exists(), "{} is missing: run make image", bin.display());
-        let out = self
-            .command(&bin)
-            .arg("--node")
+        let mut c = self.command(&bin);
+        c.arg("--node")
             .arg(nodes.join(","))
             .env("CAIRN_CA", &self.ca_file)
             .env("CAIRN_CERT", &who.cert)
             .env("CAIRN_KEY", &who.key)
             .args(args)
-            .output()
-            .unwrap_or_else(|e| panic!("{}: {e}", bin.display()));
-        Run::from(out)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        c
     }
 
     /// `cairnctl --output json` against these VMs: one JSON answer per VM, in

@@ -12,7 +12,29 @@ const BY_NAME: &str = "/configs?filters=%7B%22name%22%3A%5B%22cairn.rollout%22%5
 /// The object's data: fixed (a swarm config's data cannot change), `{}`.
 const DATA_B64: &str = "e30=";
 
+/// The object's id, once found: it never changes while the swarm lives, so
+/// a burst of slot requests costs no lookups.
+static KNOWN: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 async fn object_id(engine: &Engine) -> Result<String, SwarmError> {
+    if let Some(id) = KNOWN.lock().ok().and_then(|k| k.clone()) {
+        return Ok(id);
+    }
+    let id = find_or_make(engine).await?;
+    if let Ok(mut k) = KNOWN.lock() {
+        *k = Some(id.clone());
+    }
+    Ok(id)
+}
+
+/// Forgets the id (the object was removed by hand: 404).
+fn forget() {
+    if let Ok(mut k) = KNOWN.lock() {
+        *k = None;
+    }
+}
+
+async fn find_or_make(engine: &Engine) -> Result<String, SwarmError> {
     for _ in 0..3 {
         let list = swarm::get(engine, BY_NAME).await?;
         // The filter matches prefixes too.
@@ -37,7 +59,11 @@ async fn object_id(engine: &Engine) -> Result<String, SwarmError> {
 
 pub async fn read(engine: &Engine) -> Result<Rollout, SwarmError> {
     let id = object_id(engine).await?;
-    let obj = swarm::get(engine, &format!("/configs/{id}")).await?;
+    let obj = swarm::get(engine, &format!("/configs/{id}")).await.inspect_err(|e| {
+        if matches!(e, SwarmError::Engine { status: 404, .. }) {
+            forget();
+        }
+    })?;
     Ok(Rollout::from_labels(&obj["Spec"]["Labels"].as_object().cloned().unwrap_or_default()))
 }
 
@@ -50,7 +76,7 @@ where
 {
     let id = object_id(engine).await?;
     let mut outcome: Result<Rollout, Refusal> = Ok(Rollout::default());
-    swarm::update(engine, &format!("/configs/{id}"), |spec| {
+    let written = swarm::update(engine, &format!("/configs/{id}"), |spec| {
         let mut labels = spec["Labels"].as_object().cloned().unwrap_or_default();
         let mut r = Rollout::from_labels(&labels);
         match change(&mut r) {
@@ -66,6 +92,10 @@ where
             }
         }
     })
-    .await?;
+    .await;
+    if let Err(SwarmError::Engine { status: 404, .. }) = &written {
+        forget();
+    }
+    written?;
     Ok(outcome)
 }

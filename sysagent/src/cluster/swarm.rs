@@ -105,7 +105,8 @@ pub async fn join(engine: &Engine, advertise: Option<IpAddr>, managers: &[String
         body["DataPathAddr"] = json!(a.to_string());
     }
     // The engine waits up to 20 s for the join itself.
-    let slow = Engine { timeout: Duration::from_secs(60), ..engine.clone() };
+    let mut slow = engine.clone();
+    slow.timeout = Duration::from_secs(60);
     match post(&slow, "/swarm/join", &body).await {
         Err(SwarmError::Engine { message, .. }) if message.contains("continue in the background") => Ok(()),
         r => r.map(|_| ()),
