@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// dockerd's start under TCG, after the ready line.
-const DOCKERD_UP: Duration = Duration::from_secs(120);
+const DOCKERD_UP: Duration = Duration::from_secs(360);
 
 /// The guest's block device whose virtio serial is `serial`.
 fn device_by_serial(m: &mut Machine, serial: &str) -> String {
@@ -39,7 +39,9 @@ fn fetch_from_host(port: u16) -> String {
 fn wait_dockerd(m: &mut Machine) {
     let deadline = Instant::now() + DOCKERD_UP;
     loop {
-        let (out, code) = m.sh("docker version --format '{{.Server.APIVersion}}'").unwrap();
+        // Bounded in the guest too: a dockerd still starting (after a reboot,
+        // on a loaded host) can hold the client's request for minutes.
+        let (out, code) = m.sh_for("timeout 20 docker version --format '{{.Server.APIVersion}}'", Duration::from_secs(60)).unwrap();
         if code == 0 {
             assert_eq!(out.trim(), "1.41", "Engine API 1.41");
             return;
