@@ -25,10 +25,6 @@ fn refused(r: Refusal) -> ApiError {
     }
 }
 
-fn store_error(e: swarm::SwarmError) -> ApiError {
-    engine_error(e)
-}
-
 async fn nodes(c: &Cluster) -> ApiResult<Vec<Value>> {
     let v = swarm::get(&c.engine, "/nodes").await.map_err(engine_error)?;
     Ok(v.as_array().cloned().unwrap_or_default())
@@ -61,7 +57,7 @@ pub async fn sweep(c: &Cluster) -> ApiResult<Rollout> {
         Ok(changed)
     })
     .await
-    .map_err(store_error)?;
+    .map_err(engine_error)?;
     outcome.map_err(refused)
 }
 
@@ -92,7 +88,7 @@ pub async fn lock(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult
         exclusive: manager && managers.len() < 3,
         now: t,
     };
-    let r = store::change(&c.engine, |r| r.acquire(&ask)).await.map_err(store_error)?.map_err(refused)?;
+    let r = store::change(&c.engine, |r| r.acquire(&ask)).await.map_err(engine_error)?.map_err(refused)?;
     Ok(json!({"node_id": id, "held": true, "holders": r.holders.keys().collect::<Vec<_>>()}))
 }
 
@@ -101,7 +97,7 @@ pub async fn unlock(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResu
     let c = c.ok_or_else(no_cluster)?;
     let id = name_field(&json_body(body)?, "node_id")?;
     caller_node(c, caller, &id).await?;
-    let r = store::change(&c.engine, |r| Ok(r.release(&id))).await.map_err(store_error)?.map_err(refused)?;
+    let r = store::change(&c.engine, |r| Ok(r.release(&id))).await.map_err(engine_error)?.map_err(refused)?;
     Ok(json!({"node_id": id, "held": false, "holders": r.holders.keys().collect::<Vec<_>>()}))
 }
 
@@ -113,14 +109,14 @@ pub async fn halt(c: Option<&Cluster>, caller: Caller, body: &[u8]) -> ApiResult
     let reason: String = v["reason"].as_str().unwrap_or("rolled back").chars().take(300).collect();
     caller_node(c, caller, &id).await?;
     let t = now();
-    let r = store::change(&c.engine, |r| Ok(r.halt(&id, &version, &reason, t))).await.map_err(store_error)?.map_err(refused)?;
+    let r = store::change(&c.engine, |r| Ok(r.halt(&id, &version, &reason, t))).await.map_err(engine_error)?.map_err(refused)?;
     Ok(json!({"halt": r.halt, "bad": r.bad}))
 }
 
 /// `POST /v1/cluster/resume`: an operator lets the rollout go on.
 pub async fn resume(c: Option<&Cluster>) -> ApiResult<Value> {
     let c = c.ok_or_else(no_cluster)?;
-    let r = store::change(&c.engine, |r| Ok(r.resume(&[]))).await.map_err(store_error)?.map_err(refused)?;
+    let r = store::change(&c.engine, |r| Ok(r.resume(&[]))).await.map_err(engine_error)?.map_err(refused)?;
     Ok(json!({"halt": r.halt, "bad": r.bad, "holders": r.holders.keys().collect::<Vec<_>>()}))
 }
 
