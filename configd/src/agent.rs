@@ -1,7 +1,7 @@
 //! The node agent's files from `[api]`: what sysagent reads, and whose
 //! server certificate's presence makes cairn-init start it.
 
-use cairn_model::config::{Api, MachineConfig};
+use cairn_model::config::{Api, MachineConfig, Update, UpdatePolicy};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
@@ -26,6 +26,37 @@ pub fn cluster_json(c: &MachineConfig) -> Option<String> {
         "max_parallel": cl.max_parallel,
     });
     Some(v.to_string())
+}
+
+/// What the agent reads of `[update]` (`update.json`): whether it updates
+/// the node by itself, when it may, and how often it asks the repository.
+/// The agent reads it before every check, so a change applies live.
+pub fn update_json(u: &Update) -> String {
+    let window = u.window.as_ref().map(|w| {
+        serde_json::json!({"days": w.days, "start_minute": w.start_minute, "length_minutes": w.length.as_secs() / 60})
+    });
+    serde_json::json!({
+        "policy": match u.policy { UpdatePolicy::Auto => "auto", UpdatePolicy::Manual => "manual" },
+        "window": window,
+        "check_minutes": u.check_every.as_secs() / 60,
+    })
+    .to_string()
+}
+
+/// Writes `update.json` beside the agent's other files (nothing when the
+/// agent is off: there is no one to read it).
+pub fn write_update(u: &Update, dir: &Path) -> Vec<(String, String)> {
+    if !dir.join("server.pem").exists() {
+        return Vec::new();
+    }
+    let path = dir.join("update.json");
+    match crate::store::write_durable(&path, update_json(u).as_bytes()) {
+        Ok(()) if u.policy == UpdatePolicy::Auto => {
+            vec![("info".into(), "config: the node agent updates this machine by itself (update.policy = \"auto\")".into())]
+        }
+        Ok(()) => Vec::new(),
+        Err(e) => vec![("error".into(), format!("config: cannot write {}: {e}; automatic updates keep their last setting", path.display()))],
+    }
 }
 
 /// Writes (or, with the agent off, removes) the agent's files. Returns
@@ -118,6 +149,21 @@ mod tests {
         write(&api, None, &dir);
         assert!(!dir.join("server.pem").exists());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_update_file_carries_the_policy_the_window_and_the_check_interval() {
+        let text = "version = 1\n[update]\npolicy = \"auto\"\ncheck_minutes = 5\n[update.window]\ndays = [\"sat\"]\nstart = \"02:30\"\nlength_minutes = 90\n";
+        let c = cairn_model::config::parse(text, "m.toml").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&update_json(&c.update)).unwrap();
+        assert_eq!(v["policy"], "auto");
+        assert_eq!(v["check_minutes"], 5);
+        assert_eq!(v["window"]["days"], serde_json::json!([5]));
+        assert_eq!(v["window"]["start_minute"], 150);
+        assert_eq!(v["window"]["length_minutes"], 90);
+        let c = cairn_model::config::parse("version = 1\n", "m.toml").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&update_json(&c.update)).unwrap();
+        assert_eq!((v["policy"].as_str(), v["window"].is_null(), v["check_minutes"].as_u64()), (Some("manual"), true, Some(60)));
     }
 
     #[test]

@@ -102,9 +102,10 @@ pub fn apply(c: &MachineConfig, paths: &Paths<'_>) -> (Vec<String>, Vec<(String,
     if c.metrics.enabled || c.metrics.listen.is_some() {
         not_yet("[metrics]");
     }
-    if c.update.policy == cairn_model::config::UpdatePolicy::Auto || c.update.window.is_some() {
-        not_yet("update.policy = \"auto\" and update.window (updates stay manual)");
+    if c.update.policy == cairn_model::config::UpdatePolicy::Auto && c.api.certificate.is_none() {
+        notes2.push(("error".into(), "config: update.policy = \"auto\" needs the node agent, and [api] gives it no certificate; updates stay manual".into()));
     }
+    notes2.extend(crate::agent::write_update(&c.update, paths.agent));
     if let Err(e) = update_repository(c, paths.update_config) {
         notes2.push(("error".into(), format!("config: cannot set the update repository in {}: {e}", paths.update_config.display())));
     }

@@ -33,7 +33,7 @@ pub struct App {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
-enum Answer {
+pub(crate) enum Answer {
     Json(u16, Value),
     Text(String),
     Stream(tokio::sync::mpsc::Receiver<Bytes>),
@@ -165,8 +165,7 @@ impl App {
                 }
                 Ok(Answer::Json(200, json!({"ok": ok, "output": out})))
             }
-            Action::UpdateApply if self.cluster.is_some() => self.cluster_update().await,
-            Action::UpdateApply => self.operation(vec!["update".into(), "apply".into()]).await,
+            Action::UpdateApply => self.update_apply().await,
             Action::UpdateRollback => self.operation(vec!["rollback".into()]).await,
             Action::Reboot | Action::PowerOff => {
                 let word = if action == Action::Reboot { "reboot" } else { "poweroff" };
@@ -233,6 +232,15 @@ impl App {
             }
         });
         Ok(Answer::Json(202, json!({"operation": id, "poll": format!("/v1/operations/{id}")})))
+    }
+
+    /// `update apply`, from an operator or the automatic schedule.
+    pub async fn update_apply(self: Arc<App>) -> ApiResult<Answer> {
+        if self.cluster.is_some() {
+            self.cluster_update().await
+        } else {
+            self.operation(vec!["update".into(), "apply".into()]).await
+        }
     }
 
     /// An update on a cluster member goes through the rollout: a reboot

@@ -5,6 +5,7 @@
 
 mod api;
 mod audit;
+mod autoupdate;
 mod body;
 mod client;
 mod cluster;
@@ -135,6 +136,7 @@ fn run() -> Result<()> {
         if let Some(c) = cluster {
             tokio::spawn(cluster::member::run(c));
         }
+        tokio::spawn(autoupdate::run(app.clone(), a.dir.join("update.json")));
         server::serve(listener, tls, app).await;
         Ok(())
     })

@@ -58,6 +58,31 @@ pub enum Image {
     Debug,
 }
 
+/// A directory served over HTTP inside the lab's namespace on
+/// `GATEWAY:port` (an update repository: the VMs have no other network),
+/// for as long as this lives.
+pub struct Served(std::process::Child);
+
+impl Lab {
+    pub fn serve(&self, dir: &Path, port: u16) -> Served {
+        let child = self
+            .command("busybox")
+            .args(["httpd", "-f", "-p", &format!("{GATEWAY}:{port}"), "-h"])
+            .arg(dir)
+            .spawn()
+            .expect("busybox httpd in the lab");
+        std::thread::sleep(Duration::from_millis(500));
+        Served(child)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// What one VM is.
 #[derive(Debug, Clone)]
 pub struct VmSpec {

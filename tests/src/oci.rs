@@ -17,7 +17,7 @@ pub const BUSYBOX_TAG: &str = "cairn-test/busybox:1";
 /// What the image's `/www/index.html` says.
 pub const INDEX_HTML: &str = "hello from cairn-test/busybox\n";
 /// The applets linked in `/bin`.
-const APPLETS: &[&str] = &["sh", "cat", "echo", "env", "hostname", "httpd", "id", "ls", "sleep", "true", "wget"];
+const APPLETS: &[&str] = &["sh", "cat", "echo", "env", "hostname", "httpd", "id", "ls", "sleep", "true", "wget", "nslookup", "ip", "sed", "nc"];
 
 /// One member of a tar archive.
 pub enum Entry<'a> {

@@ -78,30 +78,6 @@ fn update_everywhere(lab: &Lab) -> Vec<(bool, String)> {
         .collect()
 }
 
-/// The update repository, served inside the lab's namespace (the VMs have
-/// no other network).
-struct Httpd(std::process::Child);
-
-impl Httpd {
-    fn start(lab: &Lab, dir: &std::path::Path) -> Httpd {
-        let child = lab
-            .command("busybox")
-            .args(["httpd", "-f", "-p", &format!("{GATEWAY}:{REPO_PORT}"), "-h"])
-            .arg(dir)
-            .spawn()
-            .expect("busybox httpd in the lab");
-        std::thread::sleep(Duration::from_millis(500));
-        Httpd(child)
-    }
-}
-
-impl Drop for Httpd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// What the sampler and the prober saw during a rollout.
 #[derive(Debug, Default)]
 struct Seen {
@@ -219,27 +195,56 @@ secrets:
 "#;
 
 /// The front end's page: its own node, the secret, and the back end's
-/// answer over the overlay network, by service name.
+/// answer over the overlay network, by service name. The name goes through
+/// `nslookup` (the swarm's DNS, the service's virtual IP) and the request
+/// is written by hand to `nc`: Debian's static busybox `wget` segfaults in
+/// these containers (seen with a name and with an address).
 const PAGE: &str = r#"#!/bin/sh
 printf "Content-Type: text/plain\r\n\r\n"
 echo "front on $(hostname)"
 echo "secret $(cat /run/secrets/token)"
-echo "back $(wget -q -O - http://back:8081/index.html)"
+back=$(nslookup back 2>/dev/null | sed -n "/^Name:/{n;s/^Address: *//p;q;}")
+echo "back $(printf "GET /index.html HTTP/1.0\r\n\r\n" | nc -w 5 $back 8081 | sed -n "\$p")"
 "#;
 
+/// What each node's engine says about the stack and its overlay, for a
+/// failure message: tasks, the service's name from inside a front-end
+/// container, the back end by name and by task address.
+fn stack_report(lab: &mut Lab) -> String {
+    const CMD: &str = "docker service ps app_front app_back --no-trunc --format '{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}' 2>&1; \
+        c=$(docker ps -q -f name=app_front | head -n1); echo front container $c; \
+        docker exec $c cat /etc/resolv.conf 2>&1; docker exec $c nslookup back 2>&1; docker exec $c nslookup tasks.back 2>&1; \
+        docker exec $c wget -T 5 -q -O - http://back:8081/index.html 2>&1; \
+        docker exec $c ip -o addr 2>&1; docker network inspect app_app --format '{{json .Peers}} {{json .Containers}}' 2>&1; \
+        ip -o link 2>&1 | cut -c1-120; dmesg | tail -n 20";
+    let mut out = String::new();
+    for i in 0..lab.vms.len() {
+        let name = lab.vms[i].name.clone();
+        let said = match lab.vm(i).machine().sh_for(CMD, Duration::from_secs(120)) {
+            Ok((text, _)) => text,
+            Err(e) => format!("(no answer: {e})"),
+        };
+        out.push_str(&format!("--- {name} ---\n{said}\n"));
+    }
+    out
+}
+
 /// The page through the routing mesh, from every node's address.
-fn page_from_every_node(lab: &Lab) -> Vec<String> {
-    lab.vms
+fn page_from_every_node(lab: &mut Lab) -> Vec<String> {
+    let addresses: Vec<String> = lab.vms.iter().map(|vm| vm.address.clone()).collect();
+    addresses
         .iter()
-        .map(|vm| {
-            let url = format!("http://{}:8080/cgi-bin/page", vm.address);
+        .map(|address| {
+            let url = format!("http://{address}:8080/cgi-bin/page");
             let start = Instant::now();
             loop {
                 let run = lab.exec(&["curl", "-sS", "--fail", "--max-time", "10", &url]);
                 if run.ok && run.stdout.contains("back kept-in-the-volume") {
                     return run.stdout;
                 }
-                assert!(start.elapsed() < STACK_UP, "{url} never answered with the back end's text: {}{}", run.stdout, run.stderr);
+                if start.elapsed() > STACK_UP {
+                    panic!("{url} never answered with the back end's text: {}{}\n{}", run.stdout, run.stderr, stack_report(lab));
+                }
                 std::thread::sleep(Duration::from_secs(2));
             }
         })
@@ -365,7 +370,7 @@ fn three_machines_form_a_swarm_run_a_stack_and_roll_updates_through_it_halting_o
         m.sh_ok("echo s3cret-token > /run/stack/token.txt").unwrap();
     }
     sh(&mut lab, 0, "cd /run/stack && docker stack deploy -c stack.yml app", Duration::from_secs(180));
-    let pages = page_from_every_node(&lab);
+    let pages = page_from_every_node(&mut lab);
     for (vm, page) in NAMES.iter().zip(&pages) {
         assert!(page.contains("secret s3cret-token"), "{vm}: the secret inside the container: {page}");
         assert!(page.starts_with("front on "), "{vm}: {page}");
@@ -379,7 +384,7 @@ fn three_machines_form_a_swarm_run_a_stack_and_roll_updates_through_it_halting_o
     // asked to update at once. One takes the slot, rolls back, and halts
     // the rollout for all: the others never install it.
     let server = Server::start("cluster-repo");
-    let _repo = Httpd::start(&lab, &server.dir.path("repo"));
+    let _repo = lab.serve(&server.dir.path("repo"), REPO_PORT);
     server.publish(&Bundle { root: fixture("loader-fails-root.img"), ..good() });
     let outcomes = update_everywhere(&lab);
     let halt = wait_rollout(&lab, "the halt", |r| !r["halt"].is_null())["halt"].clone();
@@ -423,6 +428,6 @@ fn three_machines_form_a_swarm_run_a_stack_and_roll_updates_through_it_halting_o
         let me = lab.api_get(i, "/v1/cluster").unwrap_or_else(|| panic!("{}: no cluster status", NAMES[i]));
         assert_eq!(me["joins"], 0, "{} rejoined by itself after its reboot, without a second join: {me}", NAMES[i]);
     }
-    page_from_every_node(&lab);
+    page_from_every_node(&mut lab);
     lab.power_off_all();
 }

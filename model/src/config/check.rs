@@ -53,7 +53,7 @@ pub(super) fn check(text: &str, source: &str) -> Result<MachineConfig, Problems>
     let services = w.table(root, "services", "services").map(|t| services(&mut w, t)).unwrap_or_default();
     let update = match w.table(root, "update", "update") {
         Some(t) => update(&mut w, t),
-        None => Update { repository: None, channel: Channel::Stable, policy: UpdatePolicy::Manual, window: None },
+        None => Update { repository: None, channel: Channel::Stable, policy: UpdatePolicy::Manual, window: None, check_every: DEFAULT_CHECK },
     };
     let cluster = w.table(root, "cluster", "cluster").and_then(|t| cluster(&mut w, t));
     let docker_at = w.table(root, "docker", "docker");
@@ -327,8 +327,11 @@ fn services(w: &mut Walk<'_>, at: At<'_>) -> Services {
     Services { enable: strip(enable), disable: strip(disable), add, add_toml }
 }
 
+/// How often an `auto` node checks for a new version unless told.
+const DEFAULT_CHECK: Duration = Duration::from_secs(3600);
+
 fn update(w: &mut Walk<'_>, at: At<'_>) -> Update {
-    w.known_keys(at, &["repository", "channel", "policy", "window"]);
+    w.known_keys(at, &["repository", "channel", "policy", "window", "check_minutes"]);
     let repository = w.string(at, "repository").and_then(|(s, span, path)| {
         let ok = ["http://", "https://"].iter().any(|p| s.strip_prefix(p).is_some_and(|rest| !rest.is_empty()))
             && !s.bytes().any(|b| b <= b' ' || b >= 0x7f);
@@ -349,7 +352,8 @@ fn update(w: &mut Walk<'_>, at: At<'_>) -> Update {
         _ => UpdatePolicy::Manual,
     };
     let window = w.table(at, "window", "update.window").and_then(|t| window(w, t));
-    Update { repository, channel, policy, window }
+    let check_every = w.integer(at, "check_minutes", 1, 1440).map_or(DEFAULT_CHECK, |m| Duration::from_secs(60 * m as u64));
+    Update { repository, channel, policy, window, check_every }
 }
 
 fn window(w: &mut Walk<'_>, at: At<'_>) -> Option<Window> {

@@ -205,6 +205,9 @@ pub struct Update {
     pub policy: UpdatePolicy,
     /// `[update.window]`: None is any time.
     pub window: Option<Window>,
+    /// `check_minutes`: how often a node with the `auto` policy asks its
+    /// repository for a new version (1 to 1440; default 60).
+    pub check_every: Duration,
 }
 
 /// `cluster.role`.

@@ -22,6 +22,7 @@ fn the_example_uses_every_section_and_is_valid() {
     assert_eq!(c.network.vlans[0].id, 100);
     assert_eq!(c.services.add["hello"].name, "hello");
     assert_eq!(c.update.policy, UpdatePolicy::Auto);
+    assert_eq!(c.update.check_every.as_secs(), 3600, "an hour unless told");
     let w = c.update.window.as_ref().unwrap();
     assert_eq!((w.days.clone(), w.start_minute, w.length.as_secs()), (vec![5, 6], 120, 7200));
     assert_eq!(c.cluster.as_ref().map(|c| c.role), Some(Role::Worker));
@@ -119,6 +120,7 @@ fn bad_values_are_refused_with_what_is_allowed() {
         ("[update]\nrepository = \"ftp://x\"", "update.repository: \"ftp://x\" is not an http:// or https:// URL"),
         ("[update.window]\nstart = \"25:00\"\nlength_minutes = 10", "update.window.start: \"25:00\" is not a time of day"),
         ("[update.window]\nstart = \"02:00\"", "update.window.length_minutes: missing"),
+        ("[update]\ncheck_minutes = 0", "update.check_minutes: 0 is out of range (1 to 1440)"),
         ("[cluster]\nrole = \"worker\"", "cluster.managers: missing: a worker needs the managers to join"),
         ("[cluster]\nrole = \"boss\"", "cluster.role: \"boss\" is not allowed"),
         ("[cluster]\nrole = \"manager\"\nmanagers = [\"m1\"]", "is not HOST:PORT"),
