@@ -245,22 +245,37 @@ fn human(path: &str, v: &Value) -> String {
     }
 }
 
+/// How long a node must stay unreachable before a wait takes it for
+/// rebooting: one poll lost to a busy agent or a slow network is not a reboot.
+const GONE_AFTER: Duration = Duration::from_secs(30);
+
 /// Polls a 202's operation until it ends; its final state. A node that goes
-/// away while it runs is rebooting (an update ends so): that ends the wait.
+/// away while it runs (and stays away) is rebooting (an update ends so):
+/// that ends the wait.
 fn wait(agent: &ureq::Agent, node: &str, poll: &str) -> Result<Value> {
     let started = std::time::Instant::now();
+    let mut unreachable_since: Option<std::time::Instant> = None;
     loop {
         std::thread::sleep(Duration::from_millis(500));
         match call(agent, node, "GET", poll, None) {
             Ok((200, text)) => {
+                unreachable_since = None;
                 let v: Value = serde_json::from_str(&text).context("the operation's state is not JSON")?;
                 if v["state"] != "running" {
                     return Ok(v);
                 }
             }
+            // The agent restarted (a reboot that came back quickly): its
+            // operations went with it.
+            Ok((404, _)) if unreachable_since.is_some() => {
+                return Ok(serde_json::json!({"state": "gone", "output": format!("{node} went away (rebooted)\n")}));
+            }
             Ok((status, text)) => bail!("{}", error_text(status, &text)),
-            Err(_) => {
-                return Ok(serde_json::json!({"state": "gone", "output": format!("{node} went away (rebooting)\n")}));
+            Err(e) => {
+                let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() >= GONE_AFTER {
+                    return Ok(serde_json::json!({"state": "gone", "output": format!("{node} went away (rebooting; last error: {e})\n")}));
+                }
             }
         }
         if started.elapsed() > OPERATION_LIMIT {
