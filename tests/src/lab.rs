@@ -58,23 +58,17 @@ pub enum Image {
     Debug,
 }
 
-/// A directory served over HTTP inside the lab's namespace on
-/// `GATEWAY:port` (an update repository: the VMs have no other network),
-/// for as long as this lives.
-pub struct Served(std::process::Child);
+/// Where [`Lab::serve_repository`] listens, on the namespace's end of the bridge.
+const REPOSITORY_PORT: u16 = 8000;
 
-impl Lab {
-    pub fn serve(&self, dir: &Path, port: u16) -> Served {
-        let child = self
-            .command("busybox")
-            .args(["httpd", "-f", "-p", &format!("{GATEWAY}:{port}"), "-h"])
-            .arg(dir)
-            .spawn()
-            .expect("busybox httpd in the lab");
-        std::thread::sleep(Duration::from_millis(500));
-        Served(child)
-    }
+/// The update repository [`Lab::serve_repository`] serves, as a machine
+/// config's `update.repository` names it.
+pub fn repository() -> String {
+    format!("http://{GATEWAY}:{REPOSITORY_PORT}")
 }
+
+/// The repository's HTTP server; stopped when dropped.
+pub struct Served(std::process::Child);
 
 impl Drop for Served {
     fn drop(&mut self) {
@@ -346,6 +340,15 @@ impl Lab {
         ]);
         self.vms.push(Vm { name: spec.name, address, mac, image: spec.image, disk, cfg, machine: None });
         index
+    }
+
+    /// Serves `dir` over HTTP inside the namespace at [`repository`] (the
+    /// VMs have no other network), for as long as the answer lives.
+    pub fn serve_repository(&self, dir: &Path) -> Served {
+        let listen = format!("{GATEWAY}:{REPOSITORY_PORT}");
+        let child = self.command("busybox").args(["httpd", "-f", "-p", &listen, "-h"]).arg(dir).spawn().expect("busybox httpd in the lab");
+        std::thread::sleep(Duration::from_millis(500));
+        Served(child)
     }
 
     pub fn vm(&mut self, index: usize) -> &mut Vm {

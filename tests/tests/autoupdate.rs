@@ -7,10 +7,9 @@
 //! lab's namespace; the machine has no other network.
 
 use cairn_qemu::repo::{good, Server};
-use cairn_tests::lab::{Lab, VmSpec, GATEWAY};
+use cairn_tests::lab::{repository, Lab, VmSpec};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const REPO_PORT: u16 = 8000;
 /// Download, install, reboot through UEFI, trial and bless, under TCG.
 const UPDATED: Duration = Duration::from_secs(900);
 
@@ -38,7 +37,7 @@ fn auto_records(lab: &Lab) -> Vec<serde_json::Value> {
 #[test]
 fn a_machine_on_the_auto_policy_updates_itself_inside_its_window_and_not_outside_it() {
     let mut lab = Lab::new("auto");
-    let policy = format!("[update]\nrepository = \"http://{GATEWAY}:{REPO_PORT}\"\npolicy = \"auto\"\ncheck_minutes = 1\n\n");
+    let policy = format!("[update]\nrepository = \"{}\"\npolicy = \"auto\"\ncheck_minutes = 1\n\n", repository());
     // Shut for the next three hours (every day, so no weekday edge).
     let shut = window(180, 60);
     let spec = VmSpec { uefi: true, ..VmSpec::debug("auto").with_config(&format!("{policy}{shut}\n")) };
@@ -46,7 +45,7 @@ fn a_machine_on_the_auto_policy_updates_itself_inside_its_window_and_not_outside
     lab.start_all();
     lab.wait_agents();
     let server = Server::start("auto-repo");
-    let _repo = lab.serve(&server.dir.path("repo"), REPO_PORT);
+    let _repo = lab.serve_repository(&server.dir.path("repo"));
     server.publish(&good());
     let check = lab.ctl(&[0], &["update", "check"]).expect_ok("update check");
     assert!(check.contains("0.2.0 is available"), "the repository offers 0.2.0 to this machine: {check}");

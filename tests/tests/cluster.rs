@@ -12,7 +12,7 @@
 //! there is no registry and no other network.
 
 use cairn_qemu::repo::{fixture, good, Bundle, Server};
-use cairn_tests::lab::{Lab, Run, VmSpec, GATEWAY};
+use cairn_tests::lab::{repository, Lab, Run, VmSpec};
 use cairn_tests::oci::{write_busybox_archive, BUSYBOX_TAG};
 use cairn_tests::put_file;
 use serde_json::Value;
@@ -23,8 +23,6 @@ const NAMES: [&str; 3] = ["mgr", "w1", "w2"];
 const STACK_UP: Duration = Duration::from_secs(300);
 /// A rollback (two boots), or a rollout through three nodes, under TCG.
 const ROLLOUT: Duration = Duration::from_secs(1800);
-/// Where the lab's update repository listens, on the namespace's address.
-const REPO_PORT: u16 = 8000;
 
 /// The manager's view of the swarm once every node is in it and Ready.
 fn wait_swarm(lab: &Lab, what: &str) -> Vec<Value> {
@@ -209,12 +207,13 @@ echo "back $(printf "GET /index.html HTTP/1.0\r\n\r\n" | nc -w 5 $back 8081 | se
 
 /// What each node's engine says about the stack and its overlay, for a
 /// failure message: tasks, the service's name from inside a front-end
-/// container, the back end by name and by task address.
+/// container, the back end by name as the page asks it.
 fn stack_report(lab: &mut Lab) -> String {
     const CMD: &str = "docker service ps app_front app_back --no-trunc --format '{{.Name}} {{.Node}} {{.CurrentState}} {{.Error}}' 2>&1; \
         c=$(docker ps -q -f name=app_front | head -n1); echo front container $c; \
         docker exec $c cat /etc/resolv.conf 2>&1; docker exec $c nslookup back 2>&1; docker exec $c nslookup tasks.back 2>&1; \
-        docker exec $c wget -T 5 -q -O - http://back:8081/index.html 2>&1; \
+        b=$(docker exec $c nslookup back | sed -n '/^Name:/{n;s/^Address: *//p;q;}'); echo back is $b; \
+        docker exec $c sh -c \"printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc -w 5 $b 8081\" 2>&1; \
         docker exec $c ip -o addr 2>&1; docker network inspect app_app --format '{{json .Peers}} {{json .Containers}}' 2>&1; \
         ip -o link 2>&1 | cut -c1-120; dmesg | tail -n 20";
     let mut out = String::new();
@@ -285,7 +284,7 @@ fn three_machines_form_a_swarm_run_a_stack_and_roll_updates_through_it_halting_o
         "-device".to_string(),
         "virtio-blk-pci,drive=images,serial=cairn-images".to_string(),
     ];
-    let repo = format!("[update]\nrepository = \"http://{GATEWAY}:{REPO_PORT}\"\n\n");
+    let repo = format!("[update]\nrepository = \"{}\"\n\n", repository());
     let manager = format!("{repo}[cluster]\nrole = \"manager\"\nmax_parallel = 1\n");
     let worker = format!("{repo}[cluster]\nrole = \"worker\"\nmanagers = [\"10.77.0.11:2377\"]\n");
     for (name, cluster) in NAMES.iter().zip([&manager, &worker, &worker]) {
@@ -384,7 +383,7 @@ fn three_machines_form_a_swarm_run_a_stack_and_roll_updates_through_it_halting_o
     // asked to update at once. One takes the slot, rolls back, and halts
     // the rollout for all: the others never install it.
     let server = Server::start("cluster-repo");
-    let _repo = lab.serve(&server.dir.path("repo"), REPO_PORT);
+    let _repo = lab.serve_repository(&server.dir.path("repo"));
     server.publish(&Bundle { root: fixture("loader-fails-root.img"), ..good() });
     let outcomes = update_everywhere(&lab);
     let halt = wait_rollout(&lab, "the halt", |r| !r["halt"].is_null())["halt"].clone();
